@@ -1,0 +1,5 @@
+"""`python -m citygrid` is the `citygrid` command."""
+
+from citygrid.cli import app
+
+app()

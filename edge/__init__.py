@@ -1,0 +1,1 @@
+"""citygrid.edge"""

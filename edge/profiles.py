@@ -1,0 +1,54 @@
+"""Real load and PV profiles from SimBench, cached as a small .npz.
+
+SimBench ships a year of 15-minute profiles per grid; loading a grid takes
+seconds, so the columns citygrid replays are extracted once and cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_GRID = "1-LV-rural1--0-sw"
+STEP_S = 900  # SimBench profiles are quarter-hourly
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One device's power series in kW at 15-minute steps."""
+
+    name: str
+    kind: str  # "meter" (consumption) or "pv" (generation)
+    kw: np.ndarray
+
+
+def _extract(grid: str) -> dict[str, np.ndarray]:
+    import simbench  # heavy; only needed to (re)build the cache
+
+    net = simbench.get_simbench_net(grid)
+    loads = net.profiles["load"]
+    gens = net.profiles["renewables"]
+    out: dict[str, np.ndarray] = {}
+    for _, row in net.load.iterrows():
+        col = f"{row['profile']}_pload"
+        if col in loads:
+            out[f"meter:{row['name']}"] = loads[col].to_numpy(float) * row["p_mw"] * 1000
+    for _, row in net.sgen.iterrows():
+        if row["profile"] in gens and str(row["type"]).startswith("PV"):
+            out[f"pv:{row['name']}"] = gens[row["profile"]].to_numpy(float) * row["p_mw"] * 1000
+    return out
+
+
+def load_profiles(cache_dir: Path, grid: str = DEFAULT_GRID) -> list[Profile]:
+    """All household meter and PV profiles of a SimBench grid (from the cache when present)."""
+    path = Path(cache_dir) / f"simbench-{grid}.npz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _extract(grid)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez_compressed(tmp, **data)
+        tmp.replace(path)
+    with np.load(path) as npz:
+        return [Profile(k.split(":", 1)[1], k.split(":", 1)[0], npz[k]) for k in sorted(npz.files)]

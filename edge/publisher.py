@@ -1,0 +1,84 @@
+"""MQTT publishing of signed readings at QoS 1 (paho-mqtt 2, callback API v2).
+
+`publish` returns only once the broker has acknowledged, which is the moment
+a reading may be forgotten by the device.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import paho.mqtt.client as mqtt
+import structlog
+
+from citygrid.errors import CitygridError
+from citygrid.settings import MqttSettings
+
+log = structlog.get_logger(__name__)
+
+
+class PublishError(CitygridError):
+    """The broker could not be reached or did not acknowledge in time."""
+
+
+def readings_topic(s: MqttSettings, district: str, device: str) -> str:
+    """The topic a device publishes its readings on."""
+    return f"{s.readings_topic}/{district}/{device}"
+
+
+class Publisher:
+    """One device's connection to the broker."""
+
+    def __init__(self, s: MqttSettings, client_id: str) -> None:
+        self.settings = s
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        if s.username:
+            self.client.username_pw_set(s.username, s.password)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self._connected = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("mqtt_connect_refused", reason=str(reason_code))
+            return
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._connected.clear()
+
+    def connect(self, timeout_s: float = 10.0) -> None:
+        """Connect and start the network loop; raise PublishError if the broker is away."""
+        try:
+            self.client.connect(self.settings.host, self.settings.port, keepalive=30)
+        except OSError as exc:
+            raise PublishError(
+                f"cannot reach MQTT broker {self.settings.host}:{self.settings.port}: {exc}"
+            ) from exc
+        self.client.loop_start()
+        if not self._connected.wait(timeout_s):
+            raise PublishError("MQTT broker did not accept the connection")
+
+    def publish(self, topic: str, payload: bytes, timeout_s: float = 10.0) -> None:
+        """Publish at QoS 1 and wait for the broker's PUBACK."""
+        info = self.publish_async(topic, payload)
+        info.wait_for_publish(timeout_s)
+        if not info.is_published():
+            raise PublishError(f"no PUBACK for message {info.mid} within {timeout_s}s")
+
+    def publish_async(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        """Publish at QoS 1; the caller waits on the returned info."""
+        info = self.client.publish(topic, payload, qos=self.settings.qos)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+            raise PublishError(f"publish failed: {mqtt.error_string(info.rc)}")
+        return info
+
+    def close(self) -> None:
+        """Disconnect cleanly."""
+        self.client.disconnect()
+        self.client.loop_stop()

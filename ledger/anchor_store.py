@@ -1,0 +1,145 @@
+"""SQLite record of every anchored batch and its leaves, so proofs can be cut later.
+
+The chain only holds each batch's root; this store holds the leaves (signed
+reading envelopes) and where each root landed. A (device, seq) is stored
+once, which is what makes re-consumed Kafka records harmless after a crash.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from citygrid.ledger.chain import Inclusion
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+  id INTEGER PRIMARY KEY,
+  interval_start_ms INTEGER NOT NULL,
+  root BLOB NOT NULL,
+  count INTEGER NOT NULL,
+  remark TEXT NOT NULL,
+  block_hash TEXT,
+  block_number INTEGER,
+  extrinsic_index INTEGER,
+  created_s REAL NOT NULL,
+  anchored_s REAL
+);
+CREATE TABLE IF NOT EXISTS leaves (
+  batch_id INTEGER NOT NULL REFERENCES batches(id),
+  idx INTEGER NOT NULL,
+  device TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  envelope BLOB NOT NULL,
+  PRIMARY KEY (batch_id, idx),
+  UNIQUE (device, seq)
+);
+"""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One interval's batch as recorded."""
+
+    id: int
+    interval_start_ms: int
+    root: bytes
+    count: int
+    remark: str
+    block_hash: str | None
+    block_number: int | None
+    extrinsic_index: int | None
+
+    @property
+    def anchored(self) -> bool:
+        """True once the chain included the root."""
+        return self.block_hash is not None
+
+
+class AnchorStore:
+    """The anchorer's durable state."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        self.db.close()
+
+    def seen(self, device: str, seq: int) -> bool:
+        """True if this reading is already in some batch."""
+        row = self.db.execute("SELECT 1 FROM leaves WHERE device=? AND seq=?", (device, seq))
+        return row.fetchone() is not None
+
+    def add_batch(self, interval_start_ms: int, root: bytes, remark: str,
+                  leaves: list[tuple[str, int, bytes]]) -> Batch:
+        """Record a batch and its leaves (device, seq, envelope) before it goes on chain."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            cur = self.db.execute(
+                "INSERT INTO batches (interval_start_ms, root, count, remark, created_s) "
+                "VALUES (?, ?, ?, ?, ?)", (interval_start_ms, root, len(leaves), remark, now),
+            )
+            batch_id = cur.lastrowid
+            self.db.executemany(
+                "INSERT INTO leaves (batch_id, idx, device, seq, envelope) VALUES (?, ?, ?, ?, ?)",
+                [(batch_id, i, d, s, e) for i, (d, s, e) in enumerate(leaves)],
+            )
+        return self.batch(batch_id)
+
+    def mark_anchored(self, batch_id: int, inclusion: Inclusion) -> None:
+        """Record where the batch's root landed."""
+        self.db.execute(
+            "UPDATE batches SET block_hash=?, block_number=?, extrinsic_index=?, anchored_s=? "
+            "WHERE id=?",
+            (inclusion.block_hash, inclusion.block_number, inclusion.extrinsic_index,
+             time.time(), batch_id),
+        )
+
+    def batch(self, batch_id: int) -> Batch:
+        """One batch by id."""
+        row = self.db.execute(
+            "SELECT id, interval_start_ms, root, count, remark, block_hash, block_number, "
+            "extrinsic_index FROM batches WHERE id=?", (batch_id,),
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no batch {batch_id}")
+        return Batch(*row)
+
+    def batches(self, pending_only: bool = False) -> list[Batch]:
+        """All batches, oldest first."""
+        where = "WHERE block_hash IS NULL" if pending_only else ""
+        ids = self.db.execute(f"SELECT id FROM batches {where} ORDER BY id").fetchall()
+        return [self.batch(i) for (i,) in ids]
+
+    def leaves(self, batch_id: int) -> list[bytes]:
+        """A batch's leaf envelopes in tree order."""
+        rows = self.db.execute(
+            "SELECT envelope FROM leaves WHERE batch_id=? ORDER BY idx", (batch_id,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def locate(self, device: str, seq: int) -> tuple[Batch, int]:
+        """The batch holding a reading and its leaf index."""
+        row = self.db.execute(
+            "SELECT batch_id, idx FROM leaves WHERE device=? AND seq=?", (device, seq)
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"reading {device}/{seq} has not been anchored")
+        return self.batch(row[0]), row[1]
+
+    def counts(self) -> tuple[int, int, int]:
+        """(batches, anchored batches, leaves) for status reports."""
+        b, a = self.db.execute(
+            "SELECT COUNT(*), COUNT(block_hash) FROM batches"
+        ).fetchone()
+        (n,) = self.db.execute("SELECT COUNT(*) FROM leaves").fetchone()
+        return b, a, n

@@ -1,0 +1,144 @@
+"""The anchorer: consumes verified readings from Kafka and puts each interval's Merkle root on chain.
+
+Order of durability: leaves are written to the anchor store before the root is
+submitted, and Kafka offsets are committed only when no batch is open, so a
+crash at any point loses nothing; re-consumed readings are recognised by
+(device, seq) and skipped, and batches recorded but not yet included are
+submitted again on restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import structlog
+from kafka import KafkaConsumer
+from prometheus_client import Counter, Histogram
+from substrateinterface import Keypair
+
+from citygrid.errors import ReadingRejected
+from citygrid.ledger.anchor_store import AnchorStore, Batch
+from citygrid.ledger.batching import IntervalBatcher
+from citygrid.ledger.chain import ChainClient
+from citygrid.ledger.merkle import MerkleTree
+from citygrid.reading import SignedReading
+from citygrid.settings import CitygridSettings
+
+log = structlog.get_logger(__name__)
+
+ANCHORED_READINGS = Counter("citygrid_anchor_readings_total", "Readings included in anchored batches")
+ANCHORED_BATCHES = Counter("citygrid_anchor_batches_total", "Batches whose root is on chain")
+ANCHOR_FAILURES = Counter("citygrid_anchor_failures_total", "Root submissions that failed")
+ANCHOR_LATENCY = Histogram(
+    "citygrid_anchor_submit_seconds", "Submit-to-inclusion time of an anchor extrinsic",
+    buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32),
+)
+
+REMARK_PREFIX = "citygrid:anchor:v1"
+
+
+def remark_text(interval_start_ms: int, count: int, root: bytes) -> str:
+    """What goes on chain: a readable, versioned line naming the interval, size and root."""
+    return f"{REMARK_PREFIX}:{interval_start_ms}:{count}:{root.hex()}"
+
+
+def parse_remark(text: str) -> tuple[int, int, bytes]:
+    """(interval_start_ms, count, root) from a remark written by `remark_text`."""
+    prefix, _, rest = text.rpartition(":")
+    head = prefix.split(":")
+    if ":".join(head[:3]) != REMARK_PREFIX or len(head) != 5:
+        raise ValueError(f"not a citygrid anchor remark: {text[:80]!r}")
+    return int(head[3]), int(head[4]), bytes.fromhex(rest)
+
+
+@dataclass
+class Anchorer:
+    """Batches readings per interval and anchors each batch's root."""
+
+    settings: CitygridSettings
+    store: AnchorStore
+    chain: ChainClient
+    keypair: Keypair
+
+    def __post_init__(self) -> None:
+        a = self.settings.anchor
+        self.batcher = IntervalBatcher(a.interval_s * 1000, a.interval_s * 1000)
+
+    @classmethod
+    def from_settings(cls, s: CitygridSettings) -> Anchorer:
+        """Open the store and the chain connection named by the settings."""
+        return cls(
+            s, AnchorStore(s.data_dir / "anchors.sqlite"), ChainClient(s.chain.url),
+            Keypair.create_from_uri(s.chain.signer_uri),
+        )
+
+    def add(self, envelope: bytes) -> bool:
+        """Take one envelope from the readings topic; False if it was already anchored."""
+        try:
+            reading = SignedReading.decode(envelope).reading()
+        except ReadingRejected as exc:
+            # The ingest only writes verified readings here; anything else is a bug upstream.
+            log.error("anchor_skipped_invalid", reason=exc.reason, error=str(exc))
+            return False
+        if self.store.seen(reading.device, reading.seq):
+            return False
+        return self.batcher.add(reading.device, reading.seq, reading.ts_ms, envelope)
+
+    def anchor(self, interval_start_ms: int, leaves: list[tuple[str, int, bytes]]) -> Batch:
+        """Record one batch and put its root on chain."""
+        tree = MerkleTree([env for _, _, env in leaves])
+        batch = self.store.add_batch(
+            interval_start_ms, tree.root, remark_text(interval_start_ms, len(tree), tree.root),
+            leaves,
+        )
+        return self.submit(batch)
+
+    def submit(self, batch: Batch) -> Batch:
+        """Submit a recorded batch's remark and record its inclusion."""
+        t0 = time.perf_counter()
+        try:
+            inclusion = self.chain.remark(batch.remark, self.keypair)
+        except Exception:
+            ANCHOR_FAILURES.inc()
+            raise
+        ANCHOR_LATENCY.observe(time.perf_counter() - t0)
+        self.store.mark_anchored(batch.id, inclusion)
+        ANCHORED_BATCHES.inc()
+        ANCHORED_READINGS.inc(batch.count)
+        log.info("anchored", batch=batch.id, readings=batch.count, root=batch.root.hex(),
+                 block=inclusion.block_hash, block_number=inclusion.block_number)
+        return self.store.batch(batch.id)
+
+    def resubmit_pending(self) -> list[Batch]:
+        """Submit batches recorded before a crash but never included."""
+        return [self.submit(b) for b in self.store.batches(pending_only=True)]
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume the readings topic until `stop` is set."""
+        s = self.settings
+        consumer = KafkaConsumer(
+            s.kafka.readings_topic, bootstrap_servers=s.kafka.bootstrap,
+            group_id=s.kafka.anchor_group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=10_000,
+        )
+        self.resubmit_pending()
+        last_record = time.monotonic()
+        try:
+            while not stop.is_set():
+                polled = consumer.poll(timeout_ms=200)
+                for records in polled.values():
+                    for rec in records:
+                        self.add(rec.value)
+                if polled:
+                    last_record = time.monotonic()
+                due = self.batcher.closed()
+                if len(self.batcher) and time.monotonic() - last_record >= s.anchor.idle_flush_s:
+                    due += self.batcher.drain()
+                for start, leaves in due:
+                    self.anchor(start, leaves)
+                if not len(self.batcher) and (polled or due):
+                    consumer.commit()
+        finally:
+            consumer.close()

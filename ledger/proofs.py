@@ -1,0 +1,107 @@
+"""Inclusion proofs for single readings, as self-contained JSON bundles.
+
+A bundle carries the signed reading, the device's public key, the Merkle
+path and where the root was anchored, so anyone with a connection to the
+chain (and no access to citygrid's servers) can check that the reading was
+signed by that device and anchored, unchanged, in that block.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from citygrid.errors import ReadingRejected
+from citygrid.ledger.anchor_store import AnchorStore
+from citygrid.ledger.anchorer import parse_remark
+from citygrid.ledger.chain import ChainClient
+from citygrid.ledger.errors import ExtrinsicFailed, ProofInvalid
+from citygrid.ledger.merkle import MerkleTree, ProofStep, root_from_proof
+from citygrid.reading import Reading, SignedReading
+from citygrid.signing import device_id_for, verify_signature
+
+
+class PathStep(BaseModel):
+    """One sibling on the way to the root."""
+
+    sibling: str
+    left: bool
+
+
+class ProofBundle(BaseModel):
+    """Everything needed to verify one reading against the chain."""
+
+    version: int = 1
+    envelope: str
+    device_public_key: str
+    leaf_index: int
+    leaf_count: int
+    path: list[PathStep]
+    root: str
+    interval_start_ms: int
+    block_hash: str
+    block_number: int
+    extrinsic_index: int
+
+    def signed(self) -> SignedReading:
+        """The signed reading this bundle is about."""
+        return SignedReading.decode(bytes.fromhex(self.envelope))
+
+    def steps(self) -> list[ProofStep]:
+        """The path as merkle.ProofStep values."""
+        return [ProofStep(bytes.fromhex(p.sibling), p.left) for p in self.path]
+
+
+def build_bundle(store: AnchorStore, device: str, seq: int, public_key: bytes) -> ProofBundle:
+    """Cut the proof of one anchored reading out of the anchor store."""
+    batch, index = store.locate(device, seq)
+    if not batch.anchored:
+        raise ProofInvalid(f"reading {device}/{seq} is batched but its root is not on chain yet")
+    leaves = store.leaves(batch.id)
+    tree = MerkleTree(leaves)
+    return ProofBundle(
+        envelope=leaves[index].hex(), device_public_key=public_key.hex(),
+        leaf_index=index, leaf_count=len(leaves),
+        path=[PathStep(sibling=s.sibling.hex(), left=s.sibling_is_left) for s in tree.proof(index)],
+        root=tree.root.hex(), interval_start_ms=batch.interval_start_ms,
+        block_hash=batch.block_hash, block_number=batch.block_number,
+        extrinsic_index=batch.extrinsic_index,
+    )
+
+
+def check_offline(bundle: ProofBundle) -> Reading:
+    """The checks that need no chain: signature, device id, Merkle path to the stated root."""
+    try:
+        signed = bundle.signed()
+        reading = signed.reading()
+        public_key = bytes.fromhex(bundle.device_public_key)
+        if device_id_for(public_key) != reading.device:
+            raise ProofInvalid(f"public key does not belong to device {reading.device}")
+        verify_signature(public_key, signed.body, signed.signature)
+    except ReadingRejected as exc:
+        raise ProofInvalid(f"the reading itself is not valid: {exc}") from exc
+    if root_from_proof(signed.encode(), bundle.steps()) != bytes.fromhex(bundle.root):
+        raise ProofInvalid("the Merkle path does not lead to the anchored root")
+    return reading
+
+
+def verify_on_chain(bundle: ProofBundle, chain: ChainClient, anchor_public_key: str) -> Reading:
+    """Check a bundle fully: offline checks, then that the root is on chain, signed by the anchorer."""
+    reading = check_offline(bundle)
+    if not chain.is_canonical(bundle.block_hash, bundle.block_number):
+        raise ProofInvalid(f"block {bundle.block_hash} is not on the chain at #{bundle.block_number}")
+    try:
+        remark = chain.read_remark(bundle.block_hash, bundle.extrinsic_index)
+    except ExtrinsicFailed as exc:
+        raise ProofInvalid(str(exc)) from exc
+    if remark.signer_public_key.lower() != anchor_public_key.lower():
+        raise ProofInvalid(
+            f"the root was put on chain by {remark.signer_public_key}, not the anchorer "
+            f"{anchor_public_key}"
+        )
+    try:
+        _, count, root = parse_remark(remark.text)
+    except ValueError as exc:
+        raise ProofInvalid(str(exc)) from exc
+    if root.hex() != bundle.root or count != bundle.leaf_count:
+        raise ProofInvalid("the on-chain root differs from the bundle's root")
+    return reading

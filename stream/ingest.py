@@ -1,0 +1,174 @@
+"""MQTT → Kafka ingest: verify each reading, write it keyed by device, dead-letter the rest.
+
+A reading's MQTT acknowledgement is sent only after Kafka has acknowledged the
+record (manual acks on a persistent session), so a crash or a Kafka outage at
+any moment leaves unacknowledged readings with the broker, which delivers
+them again when the ingest reconnects. The producer is idempotent, so its own
+retries never duplicate a record.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import structlog
+from kafka import KafkaProducer
+from prometheus_client import Counter, Histogram
+
+from citygrid.errors import ReadingRejected, UnknownDevice
+from citygrid.settings import CitygridSettings
+from citygrid.signing import DeviceRegistry
+from citygrid.stream.validation import IngestValidator
+
+log = structlog.get_logger(__name__)
+
+ACCEPTED = Counter("citygrid_ingest_accepted_total", "Readings verified and written to Kafka")
+REJECTED = Counter("citygrid_ingest_rejected_total", "Readings dead-lettered", ["reason"])
+LATENCY = Histogram(
+    "citygrid_ingest_latency_seconds", "MQTT receipt to Kafka acknowledgement",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+def dead_letter(payload: bytes, topic: str, exc: ReadingRejected, now_ms: int) -> bytes:
+    """The JSON record kept for a rejected reading: why, where from, and the bytes themselves."""
+    return json.dumps({
+        "reason": exc.reason, "error": str(exc), "mqtt_topic": topic, "received_ms": now_ms,
+        "payload_b64": base64.b64encode(payload).decode(),
+    }).encode()
+
+
+def _mqtt_client(settings: CitygridSettings, client_id: str, manual_ack: bool) -> mqtt.Client:
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+        protocol=mqtt.MQTTv311, manual_ack=manual_ack,
+    )
+    if settings.mqtt.username:
+        client.username_pw_set(settings.mqtt.username, settings.mqtt.password)
+    return client
+
+
+def readings_filter(settings: CitygridSettings) -> str:
+    """The MQTT topic filter covering every district's and device's readings."""
+    return f"{settings.mqtt.readings_topic}/+/+"
+
+
+def prepare_session(settings: CitygridSettings) -> None:
+    """Create the ingest's persistent MQTT session and subscription, then leave.
+
+    From then on the broker queues readings for the ingest even while it is not
+    running, so devices may start publishing before the ingest first starts.
+    """
+    client = _mqtt_client(settings, settings.mqtt.ingest_client_id, manual_ack=False)
+    subscribed = threading.Event()
+    client.on_connect = lambda c, *_: c.subscribe(readings_filter(settings), qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=30)
+    client.loop_start()
+    try:
+        if not subscribed.wait(10):
+            raise ConnectionError("the broker did not confirm the ingest's subscription")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class Ingest:
+    """One ingest process."""
+
+    def __init__(self, settings: CitygridSettings) -> None:
+        self.settings = settings
+        self.registry_path = Path(settings.device_registry)
+        self._registry_mtime = 0.0
+        self.validator = IngestValidator(self._load_registry())
+        self.producer = KafkaProducer(
+            bootstrap_servers=settings.kafka.bootstrap, acks="all", enable_idempotence=True,
+            linger_ms=5, batch_size=256 * 1024, max_in_flight_requests_per_connection=5,
+        )
+        self.client = _mqtt_client(settings, settings.mqtt.ingest_client_id, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.failed = threading.Event()
+
+    def _load_registry(self) -> DeviceRegistry:
+        self._registry_mtime = self.registry_path.stat().st_mtime if self.registry_path.exists() else 0
+        return DeviceRegistry.load(self.registry_path)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("mqtt_connect_refused", reason=str(reason_code))
+            return
+        client.subscribe(readings_filter(self.settings), qos=1)
+        log.info("ingest_subscribed", session_present=flags.session_present)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        self.handle(msg.payload, msg.topic, msg.mid, msg.qos)
+
+    def handle(self, payload: bytes, topic: str, mid: int, qos: int) -> None:
+        """Validate one message and hand it to Kafka; the MQTT ack follows Kafka's."""
+        t0 = time.perf_counter()
+        now_ms = int(time.time() * 1000)
+        try:
+            try:
+                reading = self.validator.check(payload, now_ms)
+            except UnknownDevice:
+                if not self._registry_changed():
+                    raise
+                self.validator.registry = self._load_registry()
+                reading = self.validator.check(payload, now_ms)
+        except ReadingRejected as exc:
+            REJECTED.labels(exc.reason).inc()
+            log.info("reading_rejected", reason=exc.reason, error=str(exc), topic=topic)
+            fut = self.producer.send(
+                self.settings.kafka.dead_letter_topic, key=exc.reason.encode(),
+                value=dead_letter(payload, topic, exc, now_ms),
+            )
+            fut.add_callback(lambda _: self.client.ack(mid, qos))
+            fut.add_errback(self._fail)
+            return
+        fut = self.producer.send(
+            self.settings.kafka.readings_topic, key=reading.device.encode(), value=payload
+        )
+
+        def stored(_meta: object) -> None:
+            self.client.ack(mid, qos)
+            ACCEPTED.inc()
+            LATENCY.observe(time.perf_counter() - t0)
+
+        def lost(exc: Exception) -> None:
+            self.validator.window.forget(reading.device, reading.seq)
+            self._fail(exc)
+
+        fut.add_callback(stored)
+        fut.add_errback(lost)
+
+    def _registry_changed(self) -> bool:
+        return self.registry_path.exists() and self.registry_path.stat().st_mtime != self._registry_mtime
+
+    def _fail(self, exc: Exception) -> None:
+        # Unacknowledged messages stay with the broker; stopping lets a supervisor
+        # restart us and the broker redeliver them, instead of acking out of order.
+        log.error("kafka_write_failed", error=str(exc))
+        self.failed.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume from MQTT until `stop` is set or a Kafka write fails."""
+        m = self.settings.mqtt
+        self.client.connect(m.host, m.port, keepalive=30)
+        self.client.loop_start()
+        try:
+            while not stop.is_set() and not self.failed.is_set():
+                stop.wait(0.2)
+        finally:
+            # Flush while MQTT is still connected so the acks of stored readings go out.
+            self.producer.flush(30)
+            self.client.disconnect()
+            self.client.loop_stop()
+            self.producer.close(10)
+        if self.failed.is_set():
+            raise SystemExit("ingest stopped: a Kafka write failed; unacked readings stay with MQTT")
