@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 
-from kafka import KafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 from substrateinterface import Keypair
@@ -21,17 +20,6 @@ from citygrid.processes import spawn, stop
 from citygrid.settings import CitygridSettings
 
 DEMO_ANCHOR_INTERVAL_S = 3600
-
-
-def topic_end(s: CitygridSettings, topic: str) -> int:
-    """Total records ever written to a topic (sum of end offsets)."""
-    consumer = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap, enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        return sum(consumer.end_offsets(tps).values()) if tps else 0
-    finally:
-        consumer.close()
 
 
 def wait_for(what: str, check, timeout_s: float, console: Console) -> bool:
@@ -55,18 +43,19 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
     from citygrid.ledger.errors import ProofInvalid
     from citygrid.ledger.proofs import ProofBundle, build_bundle, verify_on_chain
     from citygrid.stream.ingest import prepare_session
-    from citygrid.stream.topics import ensure_topics
+    from citygrid.stream.topics import ensure_topics, topic_end
 
     t0 = time.monotonic()
     s = s.model_copy(update={"anchor": s.anchor.model_copy(update={"interval_s": DEMO_ANCHOR_INTERVAL_S})})
     with console.status("starting Mosquitto, Kafka and the dev chain…"):
         started = local_servers.up(s)
     console.print(f"servers up in {time.monotonic() - t0:.1f}s (started: {', '.join(started) or 'none'})")
-    ensure_topics(s.kafka, [s.kafka.readings_topic, s.kafka.dead_letter_topic, s.kafka.stats_topic])
     prepare_session(s)
     fleet = provision(s.data_dir, s.device_registry, local_servers.repo_root() / ".cache", devices)
     store = AnchorStore(s.data_dir / "anchors.sqlite")
-    before = {t: topic_end(s, t) for t in (s.kafka.readings_topic, s.kafka.dead_letter_topic, s.kafka.stats_topic)}
+    topics = [s.kafka.readings_topic, s.kafka.dead_letter_topic, s.kafka.stats_topic]
+    ensure_topics(s.kafka, topics)
+    before = {t: topic_end(s.kafka, t) for t in topics}
     leaves_before = store.counts()[2]
     batches_before = {b.id for b in store.batches()}
 
@@ -86,7 +75,7 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
         console.print(f"{sent} signed readings published by {len(fleet)} devices; {bad} bad ones")
 
         def delta(t: str) -> int:
-            return topic_end(s, t) - before[t]
+            return topic_end(s.kafka, t) - before[t]
 
         ok &= wait_for("ingest", lambda: delta(s.kafka.readings_topic) >= sent
                        and delta(s.kafka.dead_letter_topic) >= bad, 120, console)

@@ -153,7 +153,7 @@ def _mosquitto(s: CitygridSettings) -> Server:
 
 
 def _kafka(s: CitygridSettings) -> Server:
-    host, port = s.kafka.bootstrap.split(":")
+    port = s.kafka.bootstrap.rsplit(":", 1)[1]
     controller = int(port) + 1
     lib = repo_root() / ".cache" / "kafka" / "lib"
 

@@ -1,9 +1,13 @@
-"""Creating the Kafka topics citygrid uses, with their partition counts."""
+"""Kafka topics: creating them, and reading them back whole (for reports, tools and tests)."""
 
 from __future__ import annotations
 
-from kafka import KafkaAdminClient
+import contextlib
+import time
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
 from citygrid.settings import KafkaSettings
@@ -16,10 +20,45 @@ def ensure_topics(s: KafkaSettings, names: list[str] | None = None) -> None:
     try:
         existing = set(admin.list_topics())
         new = [NewTopic(n, s.partitions, 1) for n in names if n not in existing]
-        if new:
-            try:
+        # Another process may create one between list and create.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            if new:
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # another process created it between list and create
     finally:
         admin.close()
+
+
+def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+
+
+def topic_end(s: KafkaSettings, topic: str) -> int:
+    """Records ever written to a topic (the sum of its partitions' end offsets)."""
+    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False)
+    try:
+        tps = _partitions(consumer, topic)
+        return sum(consumer.end_offsets(tps).values()) if tps else 0
+    finally:
+        consumer.close()
+
+
+def read_topic(s: KafkaSettings, topic: str, timeout_s: float = 30.0) -> list[ConsumerRecord]:
+    """Every record currently in a topic, read without a consumer group."""
+    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False)
+    try:
+        tps = _partitions(consumer, topic)
+        if not tps:
+            return []
+        ends = consumer.end_offsets(tps)
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end in {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

@@ -1,0 +1,69 @@
+"""Fixtures shared by the whole suite.
+
+Integration tests run against the real local servers (Mosquitto, Kafka, the dev
+chain), started once per session by `citygrid.local_servers` exactly as the demo
+starts them. If a server cannot start, the tests that need it error loudly.
+Each test gets its own topics, MQTT topic root and client ids, so tests never
+see each other's data even though the servers are shared.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from citygrid import local_servers
+from citygrid.settings import CitygridSettings
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[CitygridSettings]:
+    """The real servers, up for the whole session; stopped at the end if this session started
+    them (set CITYGRID_KEEP_SERVERS=1 to keep them for the next run)."""
+    base = CitygridSettings()
+    started = local_servers.up(base)
+    yield base
+    if started and not os.environ.get("CITYGRID_KEEP_SERVERS"):
+        local_servers.down(base, started)
+
+
+def isolated_settings(data_dir: Path) -> CitygridSettings:
+    """Settings for one test: private data dir, topics, MQTT root, client ids and groups."""
+    tag = uuid.uuid4().hex[:10]
+    base = CitygridSettings()
+    return base.model_copy(update={
+        "data_dir": data_dir,
+        "device_registry": data_dir / "devices.json",
+        "mqtt": base.mqtt.model_copy(update={
+            "readings_topic": f"t{tag}/readings", "commands_topic": f"t{tag}/commands",
+            "ingest_client_id": f"ingest-{tag}",
+        }),
+        "kafka": base.kafka.model_copy(update={
+            "readings_topic": f"readings-{tag}", "dead_letter_topic": f"readings-{tag}.dead",
+            "stats_topic": f"stats-{tag}", "stream_app_id": f"stream-{tag}",
+            "anchor_group": f"anchorer-{tag}",
+        }),
+    })
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> CitygridSettings:
+    """Isolated settings for a test that needs no servers."""
+    return isolated_settings(tmp_path)
+
+
+@pytest.fixture
+def live(servers: CitygridSettings, tmp_path: Path) -> CitygridSettings:
+    """Isolated settings for a test on the real servers, with its Kafka topics created and the
+    ingest's MQTT session prepared."""
+    from citygrid.stream.ingest import prepare_session
+    from citygrid.stream.topics import ensure_topics
+
+    s = isolated_settings(tmp_path)
+    ensure_topics(s.kafka, [s.kafka.readings_topic, s.kafka.dead_letter_topic, s.kafka.stats_topic])
+    prepare_session(s)
+    return s
