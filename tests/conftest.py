@@ -47,6 +47,9 @@ def isolated_settings(data_dir: Path) -> CitygridSettings:
             "stats_topic": f"stats-{tag}", "stream_app_id": f"stream-{tag}",
             "anchor_group": f"anchorer-{tag}",
         }),
+        "stream": base.stream.model_copy(update={
+            "forecasts_topic": f"forecasts-{tag}", "alerts_topic": f"alerts-{tag}",
+        }),
     })
 
 
