@@ -91,7 +91,12 @@ class Server:
         if self.pid(base) and self.ready():
             return False
         if port_open("127.0.0.1", self.port):
-            raise ServerError(f"port {self.port} is taken by something else; stop it or pick another")
+            # Started by another checkout or by hand: use it if it answers like our server.
+            if self.ready():
+                log.info("server_reused", server=self.name, port=self.port)
+                return False
+            raise ServerError(f"port {self.port} is taken by something that is not {self.name}; "
+                              "stop it or configure another port")
         d = self.dir(base)
         d.mkdir(parents=True, exist_ok=True)
         self.prepare(d)
