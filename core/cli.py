@@ -57,7 +57,7 @@ def demo(devices: int = typer.Option(6, help="Simulated meters and PV inverters.
     raise typer.Exit(run_demo(get_settings(), devices, steps, keep_servers, console))
 
 
-for _part in ("edge", "stream", "ledger"):
+for _part in ("edge", "stream", "ledger", "dashboards"):
     try:
         _module = importlib.import_module(f"citygrid.{_part}.cli")
     except ImportError as _exc:  # an edge device installs only citygrid[edge]

@@ -28,8 +28,13 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     )
 
 
-def serve_metrics(port: int) -> int:
-    """Expose /metrics on 127.0.0.1:port (0 = don't); return the port."""
+def serve_metrics(port: int, host: str | None = None) -> int:
+    """Expose /metrics on host:port (0 = don't); return the port. The host defaults to the
+    settings' metrics_host: loopback locally, 0.0.0.0 in a pod so the cluster's Prometheus reaches it."""
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        if host is None:
+            from citygrid.settings import get_settings
+
+            host = get_settings().metrics_host
+        start_http_server(port, addr=host)
     return port

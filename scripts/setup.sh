@@ -6,10 +6,13 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 start=$(date +%s)
 bash "$here/setup/mosquitto.sh"
+bash "$here/setup/prometheus.sh"
+bash "$here/setup/helm.sh" &  # built from the Go module proxy: minutes the first time
+h=$!
 bash "$here/setup/kafka.sh" &
 k=$!
 bash "$here/setup/chain.sh" &
 c=$!
 bash "$here/setup/python.sh"
-wait $k; wait $c
+wait $k; wait $c; wait $h
 echo "[setup] done in $(( $(date +%s) - start )) s" >&2
