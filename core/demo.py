@@ -20,6 +20,7 @@ from citygrid.processes import spawn, stop
 from citygrid.settings import CitygridSettings
 
 DEMO_ANCHOR_INTERVAL_S = 3600
+DEMO_METRICS_PORT = 19101  # ingest, worker, anchorer take this and the next ports
 
 
 def wait_for(what: str, check, timeout_s: float, console: Console) -> bool:
@@ -65,9 +66,16 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
     with ExitStack() as stack:
         if not keep_servers:
             stack.callback(local_servers.down, s)
-        for name, args in (("ingest", ["stream", "ingest"]), ("worker", ["stream", "worker"]),
-                           ("anchorer", ["ledger", "anchor"])):
-            stack.callback(stop, spawn(args, env, logs / f"{name}.log"))
+        scraped = local_servers.servers(s).get("prometheus")
+        for port, (name, args) in enumerate(
+            (("ingest", ["stream", "ingest"]), ("worker", ["stream", "worker"]),
+             ("anchorer", ["ledger", "anchor"])), start=DEMO_METRICS_PORT):
+            stack.callback(stop, spawn(args, {**env, "CITYGRID_METRICS_PORT": str(port)},
+                                       logs / f"{name}.log"))
+            if scraped:
+                from citygrid.dashboards.prometheus import register_target
+
+                register_target(scraped.dir(s.data_dir.resolve()), name, port)
         console.print(f"ingest, Faust worker and anchorer running (logs in {logs})")
 
         sent = replay_fleet(s, fleet, steps)
@@ -116,6 +124,9 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
         summary.add_row("Merkle roots on chain", str(len(new_batches)))
         summary.add_row("proofs verified against the chain", str(verified))
         console.print(summary)
+        if scraped:
+            console.print(f"Prometheus scrapes the ingest, worker and anchorer at "
+                          f"http://127.0.0.1:{s.prometheus.port} (citygrid_* metrics)")
         chain.close()
     console.print(f"{'[green]done' if ok else '[red]FAILED'}[/] in {time.monotonic() - t0:.1f}s")
     return 0 if ok else 1

@@ -12,6 +12,7 @@ import base64
 import getpass
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -261,8 +262,14 @@ def _genesis_path() -> Path:
 
 
 def servers(s: CitygridSettings) -> dict[str, Server]:
-    """The local platform's servers by name."""
-    return {"mosquitto": _mosquitto(s), "kafka": _kafka(s), "chain": _chain(s)}
+    """The local platform's servers by name; Prometheus only where it is installed, since
+    nothing but the dashboards needs it."""
+    found = {"mosquitto": _mosquitto(s), "kafka": _kafka(s), "chain": _chain(s)}
+    if shutil.which("prometheus"):
+        from citygrid.dashboards.prometheus import server as prometheus_server
+
+        found["prometheus"] = prometheus_server(s)
+    return found
 
 
 def up(s: CitygridSettings, names: list[str] | None = None) -> list[str]:
