@@ -60,6 +60,115 @@ class AnchorSettings(BaseModel):
     max_batch: int = 1_000_000
 
 
+class MarketSettings(BaseModel):
+    """The per-interval energy double auction (prices in planck per Wh, energy in Wh)."""
+
+    interval_s: int = 900
+    gate_s: float = 5.0
+    tick_s: float = 1.0
+    grid_fee: int = 100_000
+    mechanism: str = "pay_as_clear"
+    orders_topic: str = "market.orders"
+    trades_topic: str = "trades"
+
+
+class SettlementSettings(BaseModel):
+    """Settling cleared trades on chain: who signs, where participants' keys live.
+
+    Every buyer approves the settler an allowance of the payment asset (assets.approve_transfer),
+    so one batch_all per interval moves every buyer's payment atomically. Secrets come
+    from the keystore file or CITYGRID_SETTLEMENT__SETTLER_URI, never from the repository.
+    """
+
+    settler_uri: str = Field(default="", repr=False)
+    grid_operator: str = ""
+    asset_id: int = 4242  # the Asset Hub asset trades are paid in
+    allowance: int = 10**18  # what `citygrid ledger authorize` lets the settler spend per buyer
+    keystore: Path = Path(".run/keystore.json")
+    group: str = "citygrid-settler"
+    max_trades_per_extrinsic: int = 500  # ≈546 fit a block by weight (benchmarks.ledger_settle)
+
+
+class GrafanaSettings(BaseModel):
+    """Where `citygrid dashboards push` provisions dashboards, and the Prometheus Grafana should query.
+
+    Set CITYGRID_GRAFANA__TOKEN (a service-account token) or user and password from a secret store.
+    """
+
+    url: str = "http://127.0.0.1:3000"
+    token: str | None = Field(default=None, repr=False)
+    user: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    folder: str = "citygrid"
+    prometheus_url: str = "http://127.0.0.1:19090"
+    timeout_s: float = 10.0
+
+
+class PrometheusSettings(BaseModel):
+    """The local Prometheus that scrapes the local platform's processes (demo and tests)."""
+
+    port: int = 19090
+    scrape_interval_s: int = 5
+
+
+class StreamSettings(BaseModel):
+    """The stream layer's outputs, online models and ingest replay protection."""
+
+    forecasts_topic: str = "forecasts"
+    alerts_topic: str = "alerts"
+    model: str = "river_linear"  # a name in citygrid.stream.forecasting.MODELS
+    energy_step_s: int = 900  # SimBench's quarter-hours
+    energy_season_steps: int = 96  # one day
+    traffic_kinds: str = "traffic"  # comma-separated reading kinds forecast as traffic counts
+    traffic_step_s: int = 60
+    traffic_season_steps: int = 15  # one SUMO demand period, not a day: the runs are short
+    anomaly_threshold: float = 0.95
+    anomaly_warmup: int = 96
+    batch_max: int = 500  # readings a worker learns per table checkpoint
+    batch_within_s: float = 0.2
+    ingest_replay_tail: int = 200_000  # records per readings partition re-read at ingest start
+
+
+class EdgeSettings(BaseModel):
+    """The edge agent: its outbox's disk budget, its models and whom it trusts for model updates.
+
+    Outbox policy when full: "drop_oldest" deletes the oldest unsent readings (counted in
+    citygrid_edge_outbox_dropped_total) so a device that is offline for days keeps its most
+    recent data; "refuse" raises OutboxFull so the caller keeps the oldest instead.
+    """
+
+    outbox_max_bytes: int = 64 * 1024 * 1024
+    outbox_full_policy: str = "drop_oldest"
+    # NORMAL survives a killed process (WAL); FULL also survives power loss, at a write cost.
+    outbox_synchronous: str = "NORMAL"
+    max_inflight: int = 1000
+    models_dir: Path = Path(".run/models")
+    model_updates_topic: str = "citygrid/models"
+    # Hex ed25519 public key of the operator who signs model updates; empty refuses all updates.
+    operator_public_key: str = ""
+    intra_op_threads: int = 1
+
+
+class TrafficSettings(BaseModel):
+    """The traffic closed loop: how intersections are advised and what bounds they keep regardless.
+
+    The bounds are enforced on the intersection itself, so a wrong or malicious advice can never
+    shorten a green below `min_green_s`, change the fixed yellow/all-red, or stretch the cycle.
+    """
+
+    interval_s: int = 60  # detector counting and advice period
+    min_green_s: float = 5.0
+    max_green_s: float = 60.0
+    min_cycle_s: float = 20.0
+    max_cycle_s: float = 120.0
+    saturation_veh_h: float = 1800.0  # per lane, the textbook value for a through lane
+    lost_s_per_phase: float = 4.0  # start-up loss plus the yellow not used
+    fallback_after: int = 3  # intervals without advice before an intersection runs its own plan
+    # Advised greens as ceilings that the intersection's own loops may end early (gap-out), or as fixed.
+    local_actuation: bool = True
+    district: str = "traffic"
+
+
 class CitygridSettings(BaseSettings):
     """All configuration of a citygrid process."""
 
@@ -73,10 +182,19 @@ class CitygridSettings(BaseSettings):
     data_dir: Path = Path(".run")
     device_registry: Path = Path(".run/devices.json")
     metrics_port: int = 0
+    # 0.0.0.0 inside a Kubernetes pod so Prometheus can scrape it; loopback on a workstation.
+    metrics_host: str = "127.0.0.1"
     mqtt: MqttSettings = MqttSettings()
     kafka: KafkaSettings = KafkaSettings()
     chain: ChainSettings = ChainSettings()
     anchor: AnchorSettings = AnchorSettings()
+    stream: StreamSettings = StreamSettings()
+    market: MarketSettings = MarketSettings()
+    settlement: SettlementSettings = SettlementSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
+    edge: EdgeSettings = EdgeSettings()
+    traffic: TrafficSettings = TrafficSettings()
 
     def as_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """An environment (on top of `base`, default os.environ) that gives a child process

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,7 +12,10 @@ from rich.table import Table
 from citygrid.errors import CitygridError
 from citygrid.lifecycle import stop_event_on_signals
 from citygrid.observability import serve_metrics
-from citygrid.settings import get_settings
+from citygrid.settings import CitygridSettings, get_settings
+
+if TYPE_CHECKING:
+    from citygrid.ledger.settlement import Settler
 
 app = typer.Typer(help="Ledger: anchoring, proofs, settlement.", no_args_is_help=True)
 console = Console()
@@ -88,4 +92,94 @@ def status() -> None:
     for b in store.batches():
         table.add_row(str(b.id), str(b.interval_start_ms), str(b.count), b.root.hex()[:16] + "…",
                       f"#{b.block_number} {b.block_hash[:18]}…" if b.anchored else "[yellow]pending")
+    console.print(table)
+
+
+def _settler(s: CitygridSettings) -> Settler:
+    # Imports stay lazy so `citygrid --help` is fast.
+    from substrateinterface import Keypair
+
+    from citygrid.ledger.chain import ChainClient
+    from citygrid.ledger.errors import KeystoreError
+    from citygrid.ledger.keystore import Keystore
+    from citygrid.ledger.settlement import Settler
+    from citygrid.ledger.settlement_store import SettlementStore
+
+    keystore = Keystore.load(s.settlement.keystore)
+    if s.settlement.settler_uri:
+        try:
+            settler = Keypair.create_from_uri(s.settlement.settler_uri)
+        except (ValueError, TypeError) as exc:
+            raise KeystoreError("CITYGRID_SETTLEMENT__SETTLER_URI is not a valid secret URI") from exc
+    else:
+        settler = keystore.keypair("settler")
+    return Settler(ChainClient(s.chain.url), SettlementStore(s.data_dir / "settlements.sqlite"), keystore,
+                   settler, s.settlement.grid_operator or "grid", s.settlement.asset_id)
+
+
+@app.command()
+def settle(trades_file: Path = typer.Option(None, "--trades", help="JSON list of cleared trades; "
+                                            "default: consume the market's trades topic.")) -> None:
+    """Settle cleared trades on chain, one atomic extrinsic per interval, exactly once."""
+    from collections import defaultdict
+
+    from pydantic import TypeAdapter
+
+    from citygrid.stream.market.orders import Trade
+
+    s = get_settings()
+    try:
+        settler = _settler(s)
+        for r in settler.recover():
+            console.print(f"recovered interval {r.interval_start_ms}: {r.status}")
+        if trades_file is None:
+            from citygrid.ledger.settlement_feed import run_feed
+
+            run_feed(settler, s, stop_event_on_signals())
+            return
+        trades = TypeAdapter(list[Trade]).validate_json(trades_file.read_text())
+        by_interval: dict[int, list[Trade]] = defaultdict(list)
+        for t in trades:
+            by_interval[t.interval_start_ms].append(t)
+        for start in sorted(by_interval):
+            r = settler.settle(start, by_interval[start])
+            console.print(f"interval {start}: {r.status} ({len(r.trades)} trades) in block "
+                          f"#{r.block_number} {r.block_hash}")
+    except CitygridError as exc:
+        raise _fail(exc) from exc
+
+
+@app.command()
+def authorize(participant: str) -> None:
+    """Let the settler pay on a buyer's behalf (the buyer approves an allowance of the payment asset)."""
+    from citygrid.ledger.settlement import authorize as add_proxy
+
+    s = get_settings()
+    try:
+        settler = _settler(s)
+        inc = add_proxy(settler.chain, settler.keystore.keypair(participant), settler.address,
+                        s.settlement.asset_id, s.settlement.allowance)
+    except CitygridError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{participant} authorised the settler {settler.address} in block #{inc.block_number}")
+
+
+@app.command()
+def history(check_chain: bool = typer.Option(True, help="Read each settlement back from the chain.")) -> None:
+    """Settled intervals, each checked against its remark and transfer events on chain."""
+    from citygrid.ledger.settlement_history import read_back
+
+    s = get_settings()
+    try:
+        settler = _settler(s)
+        table = Table("interval start (ms)", "trades", "status", "block", "on chain")
+        for r in settler.store.all():
+            verdict = "-"
+            if check_chain and r.status == "settled":
+                back = read_back(settler.chain, r)
+                verdict = "[green]ok" if back.matches(r) else f"[red]{back.problem(r)}"
+            table.add_row(str(r.interval_start_ms), str(len(r.trades)), r.status,
+                          f"#{r.block_number}" if r.block_number is not None else "", verdict)
+    except CitygridError as exc:
+        raise _fail(exc) from exc
     console.print(table)

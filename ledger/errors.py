@@ -23,3 +23,11 @@ class InsufficientFunds(ExtrinsicFailed):
 
 class ProofInvalid(LedgerError):
     """A reading's inclusion proof does not check out."""
+
+
+class KeystoreError(LedgerError):
+    """A participant's key is missing or unusable."""
+
+
+class SettlementError(LedgerError):
+    """An interval could not be settled; nothing of it is recorded as settled."""

@@ -50,6 +50,12 @@ def isolated_settings(data_dir: Path) -> CitygridSettings:
         "stream": base.stream.model_copy(update={
             "forecasts_topic": f"forecasts-{tag}", "alerts_topic": f"alerts-{tag}",
         }),
+        "market": base.market.model_copy(update={
+            "orders_topic": f"orders-{tag}", "trades_topic": f"trades-{tag}",
+        }),
+        "settlement": base.settlement.model_copy(update={
+            "group": f"settler-{tag}", "keystore": data_dir / "keystore.json",
+        }),
     })
 
 

@@ -1,0 +1,98 @@
+"""Fresh, funded chain accounts per test, so balances checked are not disturbed by other users of
+the shared dev chain."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from substrateinterface import Keypair
+
+from citygrid.ledger.chain import ChainClient
+from citygrid.ledger.errors import ExtrinsicFailed
+from citygrid.ledger.keystore import Keystore
+from citygrid.ledger.settlement import authorize
+from citygrid.settings import CitygridSettings
+
+PAS = 10**10  # planck per PAS (10 decimals)
+
+
+def submit_retrying(chain: ChainClient, module: str, fn: str, params: dict, kp: Keypair):
+    """Submit as a shared dev account whose nonce other tests race for."""
+    for attempt in range(8):
+        try:
+            return chain.submit(module, fn, params, kp)
+        except ExtrinsicFailed as exc:
+            if attempt == 7 or not any(s in str(exc) for s in ("Priority", "outdated", "Stale", "1014")):
+                raise
+            time.sleep(0.3)
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class Accounts:
+    """A keystore of fresh participants, the settler and the grid operator, all funded."""
+
+    chain: ChainClient
+    keystore: Keystore
+    path: Path
+    names: list[str]
+    asset_id: int
+
+    def address(self, name: str) -> str:
+        return self.chain.address(self.keystore.keypair(name))
+
+    def balances(self) -> dict[str, int]:
+        """Balances of the payment asset."""
+        return {n: self.chain.asset_balance(self.asset_id, self.address(n)) for n in self.names}
+
+
+def make_accounts(chain: ChainClient, tmp: Path, buyers: int, sellers: int,
+                  pas: int = 1000, asset: int = 1000) -> Accounts:
+    """Fresh keys, funded in PAS by //Alice; a fresh payment asset run by the settler, `asset` PAS
+    worth minted to each buyer, who approves the settler to spend it."""
+    ks = Keystore()
+    names = ["settler", "grid"] + [f"buyer{i}" for i in range(buyers)]
+    names += [f"seller{i}" for i in range(sellers)]
+    for n in names:
+        ks.add(n, Keypair.generate_mnemonic())
+    path = tmp / "keystore.json"
+    ks.save(path)
+    alice = Keypair.create_from_uri("//Alice")
+    transfers = [chain.compose("Balances", "transfer_keep_alive",
+                               {"dest": chain.address(ks.keypair(n)), "value": pas * PAS}) for n in names]
+    submit_retrying(chain, "Utility", "batch_all", {"calls": transfers}, alice)
+    settler_kp = ks.keypair("settler")
+    settler = chain.address(settler_kp)
+    asset_id = secrets.randbelow(2**31) + 10_000
+    chain.submit("Assets", "create", {"id": asset_id, "admin": settler, "min_balance": 1}, settler_kp)
+    buyers_ = [n for n in names if n.startswith("buyer")]
+    mints = [chain.compose("Assets", "mint", {"id": asset_id, "beneficiary": chain.address(ks.keypair(n)),
+                                              "amount": asset * PAS}) for n in buyers_]
+    chain.submit("Utility", "batch_all", {"calls": mints}, settler_kp)
+    for n in buyers_:
+        authorize(chain, ks.keypair(n), settler, asset_id, 10**20)
+    return Accounts(chain, ks, path, names, asset_id)
+
+
+@pytest.fixture
+def chain(servers: CitygridSettings) -> Iterator[ChainClient]:
+    client = ChainClient(servers.chain.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def accounts_factory(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory):
+    """make_accounts bound to a module-lived chain connection."""
+    chain = ChainClient(servers.chain.url)
+
+    def make(buyers: int = 2, sellers: int = 2, pas: int = 1000, asset: int = 1000) -> Accounts:
+        return make_accounts(chain, tmp_path_factory.mktemp("keys"), buyers, sellers, pas, asset)
+
+    yield make
+    chain.close()

@@ -1,0 +1,76 @@
+"""A settler SIGKILLed at each step and restarted settles every trade exactly once (real dev chain)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from citygrid.ledger.settlement import CRASH_ENV
+from citygrid.ledger.settlement_history import expected_transfers, read_back
+from citygrid.ledger.settlement_store import SettlementStore
+from citygrid.stream.market.orders import Trade, trade_id
+
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[3]
+STEPS = ["prepared", "signed", "submitted", "included", "settled"]
+
+
+def _trades(interval: int) -> list[Trade]:
+    pairs = [("buyer0", "seller0", 1200), ("buyer0", "seller1", 300), ("buyer1", "seller1", 800)]
+    return [Trade(trade_id=trade_id(interval, f"{b}-bid", f"{s}-offer"), interval_start_ms=interval,
+                  buyer=b, seller=s, bid_id=f"{b}-bid", offer_id=f"{s}-offer", wh=wh,
+                  price=3_000_000, grid_fee=200_000) for b, s, wh in pairs]
+
+
+def _settle(live, acc, trades_file: Path, crash: str | None) -> subprocess.CompletedProcess:
+    s = live.model_copy(update={"settlement": live.settlement.model_copy(update={
+        "keystore": acc.path, "grid_operator": "grid", "asset_id": acc.asset_id})})
+    env = s.as_env()
+    env["PYTHONPATH"] = str(ROOT / ".dev")
+    env.pop(CRASH_ENV, None)
+    if crash:
+        env[CRASH_ENV] = crash
+    cmd = [sys.executable, "-m", "citygrid", "ledger", "settle", "--trades", str(trades_file)]
+    return subprocess.run(cmd,
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def accounts(accounts_factory):
+    return accounts_factory(buyers=2, sellers=2)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_killed_settler_settles_exactly_once(live, accounts, step: str, tmp_path: Path) -> None:
+    interval = 1_000_000 + STEPS.index(step)
+    trades = _trades(interval)
+    trades_file = tmp_path / "trades.json"
+    trades_file.write_text("[" + ",".join(t.model_dump_json() for t in trades) + "]")
+    before = accounts.balances()
+
+    crashed = _settle(live, accounts, trades_file, crash=step)
+    assert crashed.returncode == -9, crashed.stderr[-2000:]
+    for _ in range(2):  # the restart settles; a further run must change nothing
+        done = _settle(live, accounts, trades_file, crash=None)
+        assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+
+    after = accounts.balances()
+    owed = {n: 0 for n in accounts.names}
+    for t in trades:
+        owed[t.buyer] -= t.buyer_pays
+        owed[t.seller] += t.seller_receives
+        owed["grid"] += t.fee_total
+    for name in accounts.names:
+        assert after[name] - before[name] == owed[name], name
+
+    store = SettlementStore(live.data_dir / "settlements.sqlite")
+    record = store.get(interval)
+    assert record is not None and record.status == "settled"
+    addresses = {n: accounts.address(n) for n in accounts.names}
+    back = read_back(accounts.chain, record)
+    expected = expected_transfers(trades, addresses, addresses["grid"])
+    assert back.problem(record, expected) is None
