@@ -65,3 +65,4 @@ for _part in ("edge", "stream", "ledger", "dashboards"):
         app.add_typer(_missing, name=_part)
     else:
         app.add_typer(_module.app, name=_part)
+app.add_typer(importlib.import_module("citygrid.stream.traffic_cli").app, name="traffic")

@@ -1,0 +1,67 @@
+"""Signal advice logic without SUMO or brokers: Webster's plan, the device's bounds, the wire format."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from citygrid.edge.intersection import AdviceRejected, SignalAdvice, safe_greens
+from citygrid.reading import Reading
+from citygrid.settings import StreamSettings, TrafficSettings
+from citygrid.stream.signal_advice import Advisor, phase_lanes, webster
+
+B = TrafficSettings()
+T0 = 1_767_225_600_000
+
+
+def test_webster_gives_the_busier_phase_more_green_and_a_longer_cycle_under_more_demand() -> None:
+    light_cycle, light = webster([0.05, 0.05], 6.0, B)
+    heavy_cycle, heavy = webster([0.45, 0.15], 6.0, B)
+    assert light == pytest.approx([light[0]] * 2)
+    assert heavy[0] > heavy[1] >= B.min_green_s
+    assert heavy_cycle > light_cycle
+    # Webster: C0 = (1.5 L + 5) / (1 - Y) with L = 2 phases x 4 s lost, Y = 0.6 -> 42.5 s
+    assert heavy_cycle == pytest.approx((1.5 * 8 + 5) / (1 - 0.6))
+    assert sum(heavy) == pytest.approx(heavy_cycle - 6.0)
+
+
+def test_webster_caps_a_saturated_intersection_at_the_maximum_cycle() -> None:
+    cycle, greens = webster([0.6, 0.5], 6.0, B)
+    assert cycle == B.max_cycle_s
+    assert sum(greens) == pytest.approx(B.max_cycle_s - 6.0)
+
+
+@given(st.lists(st.floats(-100, 1000, allow_nan=False), min_size=2, max_size=4))
+def test_safe_greens_keep_every_bound_whatever_the_advice(advised: list[float]) -> None:
+    greens = safe_greens(advised, 6.0, B)
+    assert all(B.min_green_s - 0.05 <= g <= B.max_green_s + 0.05 for g in greens)
+    assert sum(greens) + 6.0 <= B.max_cycle_s + 0.05 * len(greens)
+
+
+def test_advice_round_trips_and_garbage_is_rejected() -> None:
+    advice = SignalAdvice("dabc", (12.5, 20.0), 38.5, T0)
+    assert SignalAdvice.decode(advice.encode()) == advice
+    empty = b'{"device": "x", "greens_s": [], "cycle_s": 1, "issued_ms": 1}'
+    for bad in (b"not json", b'{"device": "x"}', empty):
+        with pytest.raises(AdviceRejected):
+            SignalAdvice.decode(bad)
+
+
+def _reading(seq: int, ns: float, ew: float) -> Reading:
+    return Reading(device="dlight", seq=seq, ts_ms=T0 + seq * 60_000, kind="traffic",
+                   values={"n.0.north_0": ns, "n.0.south_0": ns / 2, "n.1.east_0": ew,
+                           "plan_intergreen_s": 6.0, "vehicles": 1.5 * ns + ew})
+
+
+def test_advisor_learns_the_approaches_and_favours_the_busy_one() -> None:
+    assert phase_lanes(_reading(0, 1, 1).values) == {"north_0": 0, "south_0": 0, "east_0": 1}
+    advisor = Advisor(B, StreamSettings())
+    advice = None
+    for seq in range(30):
+        advice = advisor.advise(_reading(seq, 12.0, 3.0))
+    assert advice is not None and advice.device == "dlight"
+    assert advice.greens_s[0] > advice.greens_s[1]
+    assert advice.issued_ms == T0 + 30 * 60_000
+    # A redelivered reading (same seq) is not learned twice and produces no advice.
+    assert advisor.advise(_reading(29, 12.0, 3.0)) is None
