@@ -57,12 +57,16 @@ def demo(devices: int = typer.Option(6, help="Simulated meters and PV inverters.
     raise typer.Exit(run_demo(get_settings(), devices, steps, keep_servers, console))
 
 
-for _part in ("edge", "stream", "ledger", "dashboards"):
+# Each part's commands load only where its extra is installed (a device has only [edge]).
+for _name, _module_name, _extra in (
+    ("edge", "citygrid.edge.cli", "edge"), ("stream", "citygrid.stream.cli", "stream"),
+    ("ledger", "citygrid.ledger.cli", "ledger"), ("dashboards", "citygrid.dashboards.cli", "ops"),
+    ("traffic", "citygrid.stream.traffic_cli", "stream,sim"),
+):
     try:
-        _module = importlib.import_module(f"citygrid.{_part}.cli")
-    except ImportError as _exc:  # an edge device installs only citygrid[edge]
-        _missing = typer.Typer(help=f"(needs `pip install citygrid[{_part}]`: {_exc.name} missing)")
-        app.add_typer(_missing, name=_part)
+        _module = importlib.import_module(_module_name)
+    except ImportError as _exc:
+        app.add_typer(typer.Typer(help=f"(needs `pip install citygrid[{_extra}]`: {_exc.name} missing)"),
+                      name=_name)
     else:
-        app.add_typer(_module.app, name=_part)
-app.add_typer(importlib.import_module("citygrid.stream.traffic_cli").app, name="traffic")
+        app.add_typer(_module.app, name=_name)

@@ -122,7 +122,8 @@ class StreamSettings(BaseModel):
     traffic_kinds: str = "traffic"  # comma-separated reading kinds forecast as traffic counts
     traffic_step_s: int = 60
     traffic_season_steps: int = 15  # one SUMO demand period, not a day: the runs are short
-    anomaly_threshold: float = 0.95
+    anomaly_detector: str = "gaussian_residual"  # or "half_space_trees" (set a threshold near 0.95)
+    anomaly_threshold: float = 0.99999
     anomaly_warmup: int = 96
     batch_max: int = 500  # readings a worker learns per table checkpoint
     batch_within_s: float = 0.2

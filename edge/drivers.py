@@ -3,6 +3,11 @@
 A driver yields measurements as (ts_ms, values); the agent adds the model
 output, signs and publishes. Replay drivers play real recorded data on a
 time-compressed clock so a demo covers hours of a day in seconds.
+
+Drivers of the same shape, one file per kind of source: `ProfileReplay` here
+(SimBench household load and PV), `sumo_loops.SumoLoopReplay` (SUMO induction
+loops), `weather_replay.WeatherReplay` (pvlib TMY weather) and
+`modbus_meter.ModbusMeter` (a real meter over Modbus TCP).
 """
 
 from __future__ import annotations

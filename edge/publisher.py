@@ -7,6 +7,7 @@ a reading may be forgotten by the device.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -39,15 +40,41 @@ class Publisher:
             self.client.username_pw_set(s.username, s.password)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
+        # Come back quickly after an outage: the outbox is waiting.
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._connected = threading.Event()
+        self.subscriptions: list[str] = []
+        self.on_ack: Callable[[int], None] | None = None
+        self.on_connected: Callable[[], None] | None = None
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.warning("mqtt_connect_refused", reason=str(reason_code))
             return
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
         self._connected.set()
+        if self.on_connected is not None:
+            self.on_connected()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        if self.on_ack is not None:
+            self.on_ack(mid)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker session is up right now."""
+        return self._connected.is_set()
+
+    def subscribe(self, topic: str, handler: Callable[[mqtt.MQTTMessage], None]) -> None:
+        """Receive messages on `topic` (QoS 1), renewed after every reconnect."""
+        self.subscriptions.append(topic)
+        self.client.message_callback_add(topic, lambda c, u, msg: handler(msg))
+        if self.connected:
+            self.client.subscribe(topic, qos=1)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
@@ -63,6 +90,16 @@ class Publisher:
         self.client.loop_start()
         if not self._connected.wait(timeout_s):
             raise PublishError("MQTT broker did not accept the connection")
+
+    def start(self) -> None:
+        """Connect in the background and keep reconnecting: for an agent that must start (and
+        fill its outbox) while the broker is away."""
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=30)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """True once the session is up (False after `timeout_s`)."""
+        return self._connected.wait(timeout_s)
 
     def publish(self, topic: str, payload: bytes, timeout_s: float = 10.0) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK."""

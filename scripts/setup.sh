@@ -6,6 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 start=$(date +%s)
 bash "$here/setup/mosquitto.sh"
+bash "$here/setup/sshd.sh"
 bash "$here/setup/prometheus.sh"
 bash "$here/setup/helm.sh" &  # built from the Go module proxy: minutes the first time
 h=$!
