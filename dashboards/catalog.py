@@ -47,7 +47,7 @@ def city_overview() -> dashboard.Dashboard:
         .with_panel(series("Failures", {
             "rejected {{reason}}": f"sum by (reason) (rate(citygrid_ingest_rejected_total[{RATE}]))",
             "anchor failures": f"sum(rate(citygrid_anchor_failures_total[{RATE}]))",
-            "settlement failures": f"sum(rate(citygrid_settle_failures_total[{RATE}]))",
+            "settlement failures": f"sum(rate(citygrid_settlement_failures_total[{RATE}]))",
         }, "ops"))
     )
 
@@ -113,12 +113,12 @@ def energy_market() -> dashboard.Dashboard:
                            "kwatth"))
         .with_panel(single("Clearing price, last interval", "avg(citygrid_market_clearing_price)"))
         .with_panel(single("Trades (1h)", "sum(increase(citygrid_market_trades_total[1h]))"))
-        .with_panel(single("Trades settled (1h)", "sum(increase(citygrid_settle_trades_total[1h]))"))
+        .with_panel(single("Trades settled (1h)", "sum(increase(citygrid_settled_trades_total[1h]))"))
         .with_panel(series("Cleared volume per interval", {
-            "{{district}}": "sum by (district) (citygrid_market_cleared_volume_kwh)",
+            "cleared kWh": "sum(citygrid_market_cleared_volume_kwh)",
         }, "kwatth"))
         .with_panel(series("Clearing price per interval", {
-            "{{district}}": "avg by (district) (citygrid_market_clearing_price)",
+            "price (planck/Wh)": "avg(citygrid_market_clearing_price)",
         }, "short", "Price per kWh in the ledger's token."))
         .with_panel(series("Order flow", {
             "orders accepted": f"sum(rate(citygrid_market_orders_total[{RATE}]))",
@@ -140,7 +140,8 @@ def ledger() -> dashboard.Dashboard:
         .with_panel(single("Roots anchored (1h)", "sum(increase(citygrid_anchor_batches_total[1h]))"))
         .with_panel(single("Readings anchored (1h)", "sum(increase(citygrid_anchor_readings_total[1h]))"))
         .with_panel(single("Anchor failures (1h)", "sum(increase(citygrid_anchor_failures_total[1h]))"))
-        .with_panel(single("Settlement failures (1h)", "sum(increase(citygrid_settle_failures_total[1h]))"))
+        .with_panel(single("Settlement failures (1h)",
+                           "sum(increase(citygrid_settlement_failures_total[1h]))"))
         .with_panel(series("Anchored roots", {
             "roots": f"sum(increase(citygrid_anchor_batches_total[{RATE}]))",
             "failures": f"sum(increase(citygrid_anchor_failures_total[{RATE}]))",
@@ -151,15 +152,15 @@ def ledger() -> dashboard.Dashboard:
             "p95": "histogram_quantile(0.95, sum by (le) "
                    f"(rate(citygrid_anchor_submit_seconds_bucket[{RATE}])))",
         }, "s"))
-        .with_panel(series("Settlement latency (trade cleared → extrinsic included)", {
+        .with_panel(series("Settlement latency (submitted → included)", {
             "p50": "histogram_quantile(0.5, sum by (le) "
-                   f"(rate(citygrid_settle_latency_seconds_bucket[{RATE}])))",
+                   f"(rate(citygrid_settle_submit_seconds_bucket[{RATE}])))",
             "p95": "histogram_quantile(0.95, sum by (le) "
-                   f"(rate(citygrid_settle_latency_seconds_bucket[{RATE}])))",
+                   f"(rate(citygrid_settle_submit_seconds_bucket[{RATE}])))",
         }, "s"))
         .with_panel(series("Settlements", {
-            "settled": f"sum(rate(citygrid_settle_trades_total[{RATE}]))",
-            "failed": f"sum(rate(citygrid_settle_failures_total[{RATE}]))",
+            "settled": f"sum(rate(citygrid_settled_trades_total[{RATE}]))",
+            "failed": f"sum(rate(citygrid_settlement_failures_total[{RATE}]))",
         }, "ops"))
     )
 

@@ -13,7 +13,7 @@ import time
 
 import faust
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from citygrid.settings import CitygridSettings
@@ -27,6 +27,9 @@ ORDERS = Counter("citygrid_market_orders_total", "Orders accepted into an interv
 REFUSED = Counter("citygrid_market_orders_refused_total", "Orders that did not parse or came too late")
 TRADES = Counter("citygrid_market_trades_total", "Trades cleared")
 CLEAR_SECONDS = Histogram("citygrid_market_clear_seconds", "Time to clear one interval's book")
+CLEARED_KWH = Gauge("citygrid_market_cleared_volume_kwh", "Energy traded in the last cleared interval")
+CLEARING_PRICE = Gauge("citygrid_market_clearing_price",
+                       "Clearing price of the last cleared interval (planck per Wh)")
 
 
 def register_market(app: faust.App, s: CitygridSettings) -> IntervalBooks:
@@ -62,6 +65,9 @@ def register_market(app: faust.App, s: CitygridSettings) -> IntervalBooks:
             for trade in result.trades:
                 await trades_topic.send(key=str(start).encode(), value=trade.model_dump_json().encode())
             TRADES.inc(len(result.trades))
+            CLEARED_KWH.set(result.wh / 1000)
+            if result.clearing_price is not None:
+                CLEARING_PRICE.set(result.clearing_price)
             log.info("market_cleared", interval=start, orders=len(orders), trades=len(result.trades),
                      wh=result.wh, price=result.clearing_price, welfare=result.welfare)
 
