@@ -1,10 +1,10 @@
 """The anchorer: consumes verified readings from Kafka and puts each interval's Merkle root on chain.
 
 Order of durability: leaves are written to the anchor store before the root is
-submitted, and Kafka offsets are committed only when no batch is open, so a
-crash at any point loses nothing; re-consumed readings are recognised by
-(device, seq) and skipped, and batches recorded but not yet included are
-submitted again on restart.
+submitted, and per partition Kafka offsets are committed only up to the lowest
+record still held by an open batch, so a crash at any point loses nothing;
+re-consumed readings are recognised by (device, seq) and skipped, and batches
+recorded but not yet included are submitted again on restart.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 from kafka import KafkaConsumer
+from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter, Histogram
 from substrateinterface import Keypair
 
@@ -23,6 +24,7 @@ from citygrid.ledger.anchor_store import AnchorStore, Batch
 from citygrid.ledger.batching import IntervalBatcher
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.merkle import MerkleTree
+from citygrid.ledger.offsets import OffsetTracker
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 
@@ -76,15 +78,21 @@ class Anchorer:
 
     def add(self, envelope: bytes) -> bool:
         """Take one envelope from the readings topic; False if it was already anchored."""
+        return self.place(envelope) is not None
+
+    def place(self, envelope: bytes) -> int | None:
+        """Batch one envelope; the interval start of the batch now holding it, or None if none does."""
         try:
             reading = SignedReading.decode(envelope).reading()
         except ReadingRejected as exc:
             # The ingest only writes verified readings here; anything else is a bug upstream.
             log.error("anchor_skipped_invalid", reason=exc.reason, error=str(exc))
-            return False
+            return None
         if self.store.seen(reading.device, reading.seq):
-            return False
-        return self.batcher.add(reading.device, reading.seq, reading.ts_ms, envelope)
+            return None
+        if not self.batcher.add(reading.device, reading.seq, reading.ts_ms, envelope):
+            return None
+        return self.batcher.interval_of(reading.ts_ms)
 
     def anchor(self, interval_start_ms: int, leaves: list[tuple[str, int, bytes]]) -> Batch:
         """Record one batch and put its root on chain."""
@@ -124,13 +132,14 @@ class Anchorer:
             auto_offset_reset="earliest", max_poll_records=10_000,
         )
         self.resubmit_pending()
+        offsets, committed = OffsetTracker(), {}
         last_record = time.monotonic()
         try:
             while not stop.is_set():
                 polled = consumer.poll(timeout_ms=200)
-                for records in polled.values():
+                for tp, records in polled.items():
                     for rec in records:
-                        self.add(rec.value)
+                        offsets.consume(tp, rec.offset, self.place(rec.value))
                 if polled:
                     last_record = time.monotonic()
                 due = self.batcher.closed()
@@ -138,7 +147,10 @@ class Anchorer:
                     due += self.batcher.drain()
                 for start, leaves in due:
                     self.anchor(start, leaves)
-                if not len(self.batcher) and (polled or due):
-                    consumer.commit()
+                    offsets.release(start)
+                commit = {tp: o for tp, o in offsets.committable().items() if committed.get(tp) != o}
+                if commit:
+                    consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in commit.items()})
+                    committed.update(commit)
         finally:
             consumer.close()

@@ -19,9 +19,13 @@ class IntervalBatcher:
     open: dict[int, dict[tuple[str, int], bytes]] = field(default_factory=dict)
     watermark_ms: int = 0
 
+    def interval_of(self, ts_ms: int) -> int:
+        """The start of the interval a reading's timestamp falls in."""
+        return ts_ms - ts_ms % self.interval_ms
+
     def add(self, device: str, seq: int, ts_ms: int, envelope: bytes) -> bool:
         """Add a reading; False if it is already in an open batch."""
-        start = ts_ms - ts_ms % self.interval_ms
+        start = self.interval_of(ts_ms)
         batch = self.open.setdefault(start, {})
         if (device, seq) in batch:
             return False

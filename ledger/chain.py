@@ -197,6 +197,26 @@ class ChainClient:
                 return f"batch interrupted: {str(event['attributes'])[:300]}"
         return "no ExtrinsicSuccess event"
 
+    def rpc(self, method: str, params: list[Any]) -> Any:
+        """One raw JSON-RPC call, for data the library has no typed reader for (headers, bodies)."""
+        return self._rpc(method, params)
+
+    def remarked(self, block_hash: str) -> list[tuple[int, str, str]]:
+        """(extrinsic index, sender public key 0x…, remark hash 0x…) of each System.Remarked in a block."""
+        try:
+            events = self.substrate.get_events(block_hash=block_hash)
+        except (ConnectionError, OSError, WebSocketException) as exc:
+            raise ChainUnreachable(f"lost the chain at {self.url}: {exc}") from exc
+        out = []
+        for event in events:
+            v = event.value
+            if (v["module_id"], v["event_id"]) == ("System", "Remarked"):
+                sender = str(v["attributes"]["sender"])
+                if not sender.startswith("0x"):
+                    sender = "0x" + self.substrate.ss58_decode(sender)
+                out.append((v.get("extrinsic_idx"), sender, str(v["attributes"]["hash"])))
+        return out
+
     def _rpc(self, method: str, params: list[Any]) -> Any:
         try:
             return self.substrate.rpc_request(method, params)["result"]

@@ -41,16 +41,20 @@ def anchor() -> None:
 
 @app.command()
 def proof(device: str, seq: int,
-          out: Path = typer.Option(..., "-o", "--out", help="Where to write the proof JSON.")) -> None:
+          out: Path = typer.Option(..., "-o", "--out", help="Where to write the proof JSON."),
+          offline: bool = typer.Option(True, help="Save the block's header and extrinsics too, so the "
+                                       "bundle verifies with no network (needs the chain now).")) -> None:
     """Export the inclusion proof of one reading as a self-contained JSON bundle."""
     from citygrid.ledger.anchor_store import AnchorStore
+    from citygrid.ledger.chain import ChainClient
     from citygrid.ledger.proofs import build_bundle
     from citygrid.signing import DeviceRegistry
 
     s = get_settings()
     try:
         key = DeviceRegistry.load(s.device_registry).public_key(device)
-        bundle = build_bundle(AnchorStore(s.data_dir / "anchors.sqlite"), device, seq, key)
+        chain = ChainClient(s.chain.url) if offline else None
+        bundle = build_bundle(AnchorStore(s.data_dir / "anchors.sqlite"), device, seq, key, chain)
     except (CitygridError, KeyError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -61,18 +65,33 @@ def proof(device: str, seq: int,
 @app.command()
 def verify(bundle_file: Path,
            anchorer: str = typer.Option(None, help="Public key (0x…) of the anchoring account; "
-                                        "defaults to the configured signer's.")) -> None:
+                                        "defaults to the configured signer's."),
+           offline: bool = typer.Option(False, help="Check against the block saved in the bundle, "
+                                        "with no network."),
+           genesis: str = typer.Option(None, help="With --offline: the genesis hash (0x…) of the chain "
+                                       "the anchor must have been signed for.")) -> None:
     """Check a reading's proof bundle: device signature, Merkle path, and the root on chain."""
+    from pydantic import ValidationError
     from substrateinterface import Keypair
 
-    from citygrid.ledger.chain import ChainClient
-    from citygrid.ledger.proofs import ProofBundle, verify_on_chain
+    from citygrid.ledger.proofs import ProofBundle, verify_offline, verify_on_chain
 
     s = get_settings()
-    bundle = ProofBundle.model_validate_json(bundle_file.read_text())
+    try:
+        bundle = ProofBundle.model_validate_json(bundle_file.read_text())
+    except (OSError, ValidationError) as exc:
+        console.print(f"[red]INVALID:[/] {bundle_file} is not a readable proof bundle: {exc}")
+        raise typer.Exit(1) from exc
     expected = anchorer or "0x" + Keypair.create_from_uri(s.chain.signer_uri).public_key.hex()
     try:
-        reading = verify_on_chain(bundle, ChainClient(s.chain.url), expected)
+        if offline:
+            reading, scheme = verify_offline(bundle, expected, genesis)
+            console.print(f"offline: header hash, extrinsics ({scheme}) and the anchorer's sr25519 "
+                          "signature checked; finality is not")
+        else:
+            from citygrid.ledger.chain import ChainClient
+
+            reading = verify_on_chain(bundle, ChainClient(s.chain.url), expected)
     except CitygridError as exc:
         console.print(f"[red]INVALID:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -83,15 +102,34 @@ def verify(bundle_file: Path,
 
 
 @app.command()
-def status() -> None:
+def status(check_chain: bool = typer.Option(False, help="Read each anchored root back from the "
+                                            "chain's System.Remarked events.")) -> None:
     """Anchored batches so far."""
+    from substrateinterface import Keypair
+
     from citygrid.ledger.anchor_store import AnchorStore
 
-    store = AnchorStore(get_settings().data_dir / "anchors.sqlite")
-    table = Table("batch", "interval start (ms)", "readings", "root", "block")
-    for b in store.batches():
-        table.add_row(str(b.id), str(b.interval_start_ms), str(b.count), b.root.hex()[:16] + "…",
-                      f"#{b.block_number} {b.block_hash[:18]}…" if b.anchored else "[yellow]pending")
+    s = get_settings()
+    store = AnchorStore(s.data_dir / "anchors.sqlite")
+    table = Table("batch", "interval start (ms)", "readings", "root", "block", "on chain")
+    try:
+        chain, anchorer = None, "0x" + Keypair.create_from_uri(s.chain.signer_uri).public_key.hex()
+        if check_chain:
+            from citygrid.ledger.chain import ChainClient
+
+            chain = ChainClient(s.chain.url)
+        for b in store.batches():
+            verdict = "-"
+            if chain is not None and b.anchored:
+                from citygrid.ledger.anchor_history import anchor_problem
+
+                problem = anchor_problem(chain, b, anchorer)
+                verdict = f"[red]{problem}" if problem else "[green]ok"
+            table.add_row(str(b.id), str(b.interval_start_ms), str(b.count), b.root.hex()[:16] + "…",
+                          f"#{b.block_number} {b.block_hash[:18]}…" if b.anchored else "[yellow]pending",
+                          verdict)
+    except CitygridError as exc:
+        raise _fail(exc) from exc
     console.print(table)
 
 

@@ -3,7 +3,9 @@
 A bundle carries the signed reading, the device's public key, the Merkle
 path and where the root was anchored, so anyone with a connection to the
 chain (and no access to citygrid's servers) can check that the reading was
-signed by that device and anchored, unchanged, in that block.
+signed by that device and anchored, unchanged, in that block. A bundle that
+also carries the block's header and body (block_evidence) can be checked with
+no network at all, given the anchorer's public key.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pydantic import BaseModel
 
 from citygrid.errors import ReadingRejected
 from citygrid.ledger.anchor_store import AnchorStore
-from citygrid.ledger.anchorer import parse_remark
+from citygrid.ledger.anchorer import parse_remark, remark_text
+from citygrid.ledger.block_evidence import BlockEvidence, check_anchor_extrinsic, check_block, fetch_evidence
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.errors import ExtrinsicFailed, ProofInvalid
 from citygrid.ledger.merkle import MerkleTree, ProofStep, root_from_proof
@@ -41,6 +44,7 @@ class ProofBundle(BaseModel):
     block_hash: str
     block_number: int
     extrinsic_index: int
+    block: BlockEvidence | None = None
 
     def signed(self) -> SignedReading:
         """The signed reading this bundle is about."""
@@ -51,20 +55,26 @@ class ProofBundle(BaseModel):
         return [ProofStep(bytes.fromhex(p.sibling), p.left) for p in self.path]
 
 
-def build_bundle(store: AnchorStore, device: str, seq: int, public_key: bytes) -> ProofBundle:
-    """Cut the proof of one anchored reading out of the anchor store."""
+def build_bundle(store: AnchorStore, device: str, seq: int, public_key: bytes,
+                 chain: ChainClient | None = None) -> ProofBundle:
+    """Cut the proof of one anchored reading out of the anchor store; with a chain, add the block
+    evidence that lets it be verified offline."""
     batch, index = store.locate(device, seq)
     if not batch.anchored:
         raise ProofInvalid(f"reading {device}/{seq} is batched but its root is not on chain yet")
     leaves = store.leaves(batch.id)
     tree = MerkleTree(leaves)
+    evidence = None
+    if chain is not None:
+        evidence = fetch_evidence(chain, batch.block_hash, batch.block_number, batch.extrinsic_index,
+                                  batch.remark)
     return ProofBundle(
         envelope=leaves[index].hex(), device_public_key=public_key.hex(),
         leaf_index=index, leaf_count=len(leaves),
         path=[PathStep(sibling=s.sibling.hex(), left=s.sibling_is_left) for s in tree.proof(index)],
         root=tree.root.hex(), interval_start_ms=batch.interval_start_ms,
         block_hash=batch.block_hash, block_number=batch.block_number,
-        extrinsic_index=batch.extrinsic_index,
+        extrinsic_index=batch.extrinsic_index, block=evidence,
     )
 
 
@@ -105,3 +115,23 @@ def verify_on_chain(bundle: ProofBundle, chain: ChainClient, anchor_public_key: 
     if root.hex() != bundle.root or count != bundle.leaf_count:
         raise ProofInvalid("the on-chain root differs from the bundle's root")
     return reading
+
+
+def verify_offline(bundle: ProofBundle, anchor_public_key: str, genesis_hash: str | None = None) -> tuple[
+        Reading, str]:
+    """Check a bundle with no network: reading, Merkle path, then the saved block and the anchor's
+    signature; returns the reading and how the header commits to the extrinsics."""
+    reading = check_offline(bundle)
+    if bundle.block is None:
+        raise ProofInvalid("this bundle carries no block evidence; export it again with "
+                           "`citygrid ledger proof` while the chain is reachable, or verify it online")
+    if genesis_hash and bundle.block.genesis_hash.lower() != genesis_hash.lower():
+        raise ProofInvalid(f"the anchor was signed for chain {bundle.block.genesis_hash}, not {genesis_hash}")
+    _, scheme = check_block(bundle.block, bundle.block_hash, bundle.block_number)
+    text = remark_text(bundle.interval_start_ms, bundle.leaf_count, bytes.fromhex(bundle.root))
+    try:
+        anchorer = bytes.fromhex(anchor_public_key.removeprefix("0x"))
+    except ValueError as exc:
+        raise ProofInvalid(f"the anchorer key {anchor_public_key!r} is not hex") from exc
+    check_anchor_extrinsic(bundle.block, bundle.extrinsic_index, text, anchorer)
+    return reading, scheme

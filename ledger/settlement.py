@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from substrateinterface import Keypair
 
 from citygrid.ledger.chain import ChainClient, Inclusion, extrinsic_hash
@@ -41,6 +41,10 @@ log = structlog.get_logger(__name__)
 SETTLED_TRADES = Counter("citygrid_settled_trades_total", "Trades settled on chain")
 SETTLED_INTERVALS = Counter("citygrid_settled_intervals_total", "Intervals settled on chain")
 FAILED_INTERVALS = Counter("citygrid_settlement_failures_total", "Intervals whose extrinsic failed")
+SUBMIT_SECONDS = Histogram(
+    "citygrid_settle_submit_seconds", "Submit-to-inclusion time of an interval's settlement extrinsic",
+    buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
+)
 
 REMARK_PREFIX = "citygrid:settle:v1"
 CRASH_ENV = "CITYGRID_SETTLER_CRASH_AT"  # tests only: SIGKILL the settler at a named step
@@ -164,7 +168,8 @@ class Settler:
             self.store.mark_prepared(record.interval_start_ms, str(exc))
             raise
         self.crash("submitted")
-        return self.chain.wait_included(record.extrinsic_hash, record.from_block or 0)
+        with SUBMIT_SECONDS.time():
+            return self.chain.wait_included(record.extrinsic_hash, record.from_block or 0)
 
     def _recover_signed(self, record: Settlement) -> Inclusion | None:
         """Find a signed interval on chain, resubmit its bytes, or (nonce lost) send it back to prepared."""
