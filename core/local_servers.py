@@ -187,7 +187,9 @@ def _kafka(s: CitygridSettings) -> Server:
             "log4j.logger.kafka.server.KafkaServer=INFO\nlog4j.logger.kafka.server.KafkaRaftServer=INFO\n"
         )
         if not (logs / "meta.properties").exists():
-            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster = "-"
+            while cluster.startswith("-"):  # StorageTool would read a leading '-' as an option
+                cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             subprocess.run(
                 [*_java(lib, d), "kafka.tools.StorageTool", "format", "-t", cluster,
                  "-c", str(d / "server.properties")],

@@ -58,14 +58,14 @@ def edge_fleet() -> dashboard.Dashboard:
         _board("citygrid-edge-fleet", "citygrid / edge fleet",
                "Devices online, store-and-forward outbox depth and deployed model versions.")
         .with_panel(single("Devices online", "sum(citygrid_fleet_devices_online)"))
-        .with_panel(single("Largest outbox", "max(citygrid_fleet_outbox_depth)", "short",
+        .with_panel(single("Largest outbox", "max(citygrid_edge_outbox_readings)", "short",
                            "Readings waiting on the device with the deepest backlog."))
         .with_panel(single("Model versions in use", "count(count by (version) (citygrid_fleet_model_info))"))
         .with_panel(single("Rejected readings/s", f"sum(rate(citygrid_ingest_rejected_total[{RATE}]))",
                            "reqps"))
         .with_panel(series("Devices online", {"online": "sum(citygrid_fleet_devices_online)"}))
         .with_panel(series("Outbox depth (top 10 devices)", {
-            "{{device}}": "topk(10, citygrid_fleet_outbox_depth)",
+            "{{instance}}": "topk(10, citygrid_edge_outbox_readings)",
         }, "short", "Readings queued on each device while its link is down."))
         .with_panel(series("Devices per model version", {
             "{{model}} {{version}}": "count by (model, version) (citygrid_fleet_model_info)",
@@ -95,11 +95,15 @@ def stream() -> dashboard.Dashboard:
             "p99": "histogram_quantile(0.99, sum by (le) "
                    f"(rate(citygrid_ingest_latency_seconds_bucket[{RATE}])))",
         }, "s"))
-        .with_panel(series("Model error (rolling MAE)", {
-            "{{model}}": "avg by (model) (citygrid_stream_model_mae)",
-        }, "short", "Mean absolute error of each online forecaster on the readings it has just seen."))
+        .with_panel(series("Model error (mean absolute error per forecast)", {
+            "{{domain}}": f"sum by (domain) (rate(citygrid_stream_forecast_abs_error_sum[{RATE}])) / "
+                          f"sum by (domain) (rate(citygrid_stream_forecast_abs_error_count[{RATE}]))",
+        }, "short", "Mean absolute error of the online forecasters on the readings they have just seen."))
+        .with_panel(series("Model MAE over persistence", {
+            "{{domain}}": "avg by (domain) (citygrid_stream_mae_vs_persistence)",
+        }, "short", "Prequential MAE of the model divided by persistence's: below 1 the model wins."))
         .with_panel(series("Drift detections", {
-            "{{model}}": f"sum by (model) (increase(citygrid_stream_drift_total[{RATE}]))",
+            "{{domain}}": f"sum by (domain) (increase(citygrid_stream_drifts_total[{RATE}]))",
         }, "short", "A drift detector firing means a model is re-learning a changed pattern."))
     )
 

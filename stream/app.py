@@ -8,6 +8,7 @@ restarted or rebalanced worker resumes each key's state.
 from __future__ import annotations
 
 import json
+import time
 
 import faust
 from prometheus_client import Counter
@@ -15,10 +16,15 @@ from prometheus_client import Counter
 from citygrid.errors import ReadingRejected
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
+from citygrid.stream import metrics
 from citygrid.stream.device_stats import update_stats
+from citygrid.stream.fleet import FleetView
+from citygrid.stream.learning import LiveStates, learn_batch
+from citygrid.stream.market.agents import register_market
 
 PROCESSED = Counter("citygrid_stream_readings_total", "Readings processed by the stream worker")
 SKIPPED = Counter("citygrid_stream_skipped_total", "Records on the readings topic that did not parse")
+
 
 def make_app(s: CitygridSettings) -> faust.App:
     """Build the app with its topics, tables and agents."""
@@ -32,29 +38,70 @@ def make_app(s: CitygridSettings) -> faust.App:
         topic_replication_factor=1,
         web_enabled=False,
         producer_acks=-1,
+        # Forecasts, stats and changelog records go out one per reading: let aiokafka batch them.
+        producer_linger=0.005,
     )
     readings = app.topic(s.kafka.readings_topic, key_type=bytes, value_type=bytes)
     stats_topic = app.topic(s.kafka.stats_topic, key_type=bytes, value_type=bytes)
-    stats_table = app.Table("device-stats", value_type=bytes, key_type=bytes)
+    stats_table = app.Table("device-stats", value_type=bytes, key_type=bytes, use_partitioner=True)
+    fleet = FleetView()
 
     @app.agent(readings)
     async def process(stream: faust.Stream) -> None:
         # group_by is not needed: the ingest keys the readings topic by device,
         # so one device's readings always land on the same partition and worker.
-        async for key, envelope in stream.items():
-            try:
-                reading = SignedReading.decode(envelope).reading()
-            except ReadingRejected:
-                SKIPPED.inc()
-                continue
-            previous = stats_table.get(key)
-            stats = update_stats(json.loads(previous) if previous else None, reading)
-            encoded = json.dumps({"device": reading.device, **stats}).encode()
-            stats_table[key] = encoded
-            PROCESSED.inc()
-            await stats_topic.send(key=key, value=encoded)
+        # One stats record per reading; the table (and its changelog) once per device per batch.
+        async for events in stream.take_events(s.stream.batch_max, within=s.stream.batch_within_s):
+            latest: dict[bytes, bytes] = {}
+            for event in events:
+                try:
+                    reading = SignedReading.decode(event.value).reading()
+                except ReadingRejected:
+                    SKIPPED.inc()
+                    continue
+                fleet.observe(reading)
+                key = event.key
+                previous = latest.get(key) or stats_table.get(key)
+                stats = update_stats(json.loads(previous) if previous else None, reading)
+                latest[key] = encoded = json.dumps({"device": reading.device, **stats}).encode()
+                PROCESSED.inc()
+                await stats_topic.send(key=key, value=encoded)
+            for key, encoded in latest.items():
+                stats_table[key] = encoded
 
-    app.citygrid_tables = {"device-stats": stats_table}  # type: ignore[attr-defined]
+    forecasts_topic = app.topic(s.stream.forecasts_topic, key_type=bytes, value_type=bytes)
+    alerts_topic = app.topic(s.stream.alerts_topic, key_type=bytes, value_type=bytes)
+    # use_partitioner: a batch mixes partitions, and the producer's murmur2 partitioner puts
+    # each device's changelog record on its readings partition (the ingest keys by device too).
+    models_table = app.Table("device-models", value_type=bytes, key_type=bytes, use_partitioner=True)
+
+    live_states = LiveStates()
+
+    @app.agent(readings)
+    async def learn(stream: faust.Stream) -> None:
+        # Batches: each device's models are unpickled and checkpointed once per batch, not per reading.
+        async for events in stream.take_events(s.stream.batch_max, within=s.stream.batch_within_s):
+            t0 = time.perf_counter()
+            batch = learn_batch([(e.key, e.value) for e in events], models_table.get, s.stream, live_states)
+            # Outputs before the checkpoint: a crash in between re-emits forecasts, never loses them.
+            for key, value in batch.forecasts:
+                await forecasts_topic.send(key=key, value=value)
+            for key, value in batch.alerts:
+                await alerts_topic.send(key=key, value=value)
+            for key, state in batch.states.items():
+                models_table[key] = state
+            SKIPPED.inc(batch.skipped)
+            last = {e.message.tp: e.message.offset for e in events}
+            for tp, offset in last.items():
+                high = app.consumer.highwater(tp)
+                if high is not None:
+                    metrics.LAG.labels(str(tp.partition)).set(max(0, high - offset - 1))
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    register_market(app, s)
+    app.citygrid_tables = {  # type: ignore[attr-defined]
+        "device-stats": stats_table, "device-models": models_table,
+    }
     return app
 
 

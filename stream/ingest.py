@@ -18,12 +18,15 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import structlog
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from citygrid.errors import ReadingRejected, UnknownDevice
+from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceRegistry
-from citygrid.stream.validation import IngestValidator
+from citygrid.stream.topics import read_tail
+from citygrid.stream.validation import IngestValidator, ReplayWindow
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +44,22 @@ def dead_letter(payload: bytes, topic: str, exc: ReadingRejected, now_ms: int) -
         "reason": exc.reason, "error": str(exc), "mqtt_topic": topic, "received_ms": now_ms,
         "payload_b64": base64.b64encode(payload).decode(),
     }).encode()
+
+
+def restore_window(window: ReplayWindow, settings: CitygridSettings) -> int:
+    """Mark the readings already in Kafka's tail as accepted; return how many.
+
+    A restarted ingest otherwise forgets what it wrote, and the broker redelivers
+    every reading whose MQTT ack was lost in the crash: they would enter Kafka twice.
+    """
+    records = read_tail(settings.kafka, settings.kafka.readings_topic, settings.stream.ingest_replay_tail)
+    for rec in records:
+        try:
+            reading = SignedReading.decode(rec.value).reading()
+        except ReadingRejected:
+            continue  # only the ingest writes this topic, but a bad record must not stop it
+        window.accept(reading.device, reading.seq)
+    return len(records)
 
 
 def _mqtt_client(settings: CitygridSettings, client_id: str, manual_ack: bool) -> mqtt.Client:
@@ -86,9 +105,14 @@ class Ingest:
         self.registry_path = Path(settings.device_registry)
         self._registry_mtime = 0.0
         self.validator = IngestValidator(self._load_registry())
+        restored = restore_window(self.validator.window, settings)
+        log.info("replay_window_restored", records=restored)
         self.producer = KafkaProducer(
             bootstrap_servers=settings.kafka.bootstrap, acks="all", enable_idempotence=True,
             linger_ms=5, batch_size=256 * 1024, max_in_flight_requests_per_connection=5,
+            # Within delivery_timeout_ms (2 min) a Kafka outage is ridden out by retrying; reconnect
+            # quickly once the broker is back rather than after kafka-python's 30 s backoff cap.
+            reconnect_backoff_max_ms=1000,
         )
         self.client = _mqtt_client(settings, settings.mqtt.ingest_client_id, manual_ack=True)
         self.client.on_connect = self._on_connect
@@ -124,16 +148,27 @@ class Ingest:
         except ReadingRejected as exc:
             REJECTED.labels(exc.reason).inc()
             log.info("reading_rejected", reason=exc.reason, error=str(exc), topic=topic)
-            fut = self.producer.send(
-                self.settings.kafka.dead_letter_topic, key=exc.reason.encode(),
-                value=dead_letter(payload, topic, exc, now_ms),
-            )
+            try:
+                fut = self.producer.send(
+                    self.settings.kafka.dead_letter_topic, key=exc.reason.encode(),
+                    value=dead_letter(payload, topic, exc, now_ms),
+                )
+            except KafkaError as send_exc:
+                self._fail(send_exc)
+                return
             fut.add_callback(lambda _: self.client.ack(mid, qos))
             fut.add_errback(self._fail)
             return
-        fut = self.producer.send(
-            self.settings.kafka.readings_topic, key=reading.device.encode(), value=payload
-        )
+        try:
+            # Blocks (up to max_block_ms) while the producer's buffer is full: back-pressure on
+            # the MQTT loop, so the broker keeps what we cannot take yet.
+            fut = self.producer.send(
+                self.settings.kafka.readings_topic, key=reading.device.encode(), value=payload
+            )
+        except KafkaError as send_exc:
+            self.validator.window.forget(reading.device, reading.seq)
+            self._fail(send_exc)
+            return
 
         def stored(_meta: object) -> None:
             self.client.ack(mid, qos)

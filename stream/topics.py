@@ -62,3 +62,29 @@ def read_topic(s: KafkaSettings, topic: str, timeout_s: float = 30.0) -> list[Co
         return records
     finally:
         consumer.close()
+
+
+def read_tail(s: KafkaSettings, topic: str, per_partition: int, timeout_s: float = 60.0
+              ) -> list[ConsumerRecord]:
+    """The last `per_partition` records of each partition of a topic (all, if fewer)."""
+    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
+                             max_partition_fetch_bytes=8 * 1024 * 1024)
+    try:
+        tps = _partitions(consumer, topic)
+        if not tps:
+            return []
+        ends = consumer.end_offsets(tps)
+        starts = consumer.beginning_offsets(tps)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, max(starts[tp], ends[tp] - per_partition))
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read the tail of {topic} in {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)])
+        return records
+    finally:
+        consumer.close()

@@ -1,0 +1,230 @@
+"""What the learning agent does with one reading, as plain functions on picklable state.
+
+Per device: a one-step-ahead forecaster (energy: load/PV kW per 15 min;
+traffic: vehicles per interval), an anomaly detector and a drift detector.
+The Faust table stores `encode_state(...)` per device and its changelog
+restores it, so nothing here knows about Kafka.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from citygrid.errors import ReadingRejected
+from citygrid.reading import Reading, SignedReading
+from citygrid.settings import StreamSettings
+from citygrid.stream import metrics
+from citygrid.stream.anomaly import DETECTORS, Watch
+from citygrid.stream.errors import ModelStateError
+from citygrid.stream.forecasting import MODELS, SeriesState, observe
+
+STATE_VERSION = 1
+
+
+@dataclass
+class DeviceState:
+    """A device's models and the name of the value they follow."""
+
+    value_name: str
+    domain: str  # "energy" or "traffic"
+    series: SeriesState
+    watch: Watch
+    skipped: int = 0
+    last_seq: int = -1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reading produced for the output topics and metrics."""
+
+    forecast: dict
+    alert: dict | None = None
+    drift: bool = False
+    error: float | None = None
+    domain: str = "energy"
+    extra: dict = field(default_factory=dict)
+
+
+def domain_of(kind: str, s: StreamSettings) -> str:
+    """'traffic' for the configured traffic kinds, else 'energy'."""
+    return "traffic" if kind in {k.strip() for k in s.traffic_kinds.split(",")} else "energy"
+
+
+def pick_value(reading: Reading) -> str | None:
+    """The value a device's forecaster follows: `p_kw` (meters, PV) or `vehicles` (traffic loops,
+    which also send the derived `flow_veh_h`), else its first value name in sorted order, so
+    every device has exactly one series."""
+    for preferred in ("p_kw", "vehicles"):
+        if preferred in reading.values:
+            return preferred
+    return min(reading.values) if reading.values else None
+
+
+def new_state(reading: Reading, s: StreamSettings) -> DeviceState | None:
+    """Fresh, untrained models for a device seen for the first time (None if it has no values)."""
+    name = pick_value(reading)
+    if name is None:
+        return None
+    if s.model not in MODELS:
+        raise ModelStateError(
+            f"unknown model {s.model!r}; set CITYGRID_STREAM__MODEL to one of {sorted(MODELS)}"
+        )
+    if s.anomaly_detector not in DETECTORS:
+        raise ModelStateError(f"unknown anomaly detector {s.anomaly_detector!r}; set "
+                              f"CITYGRID_STREAM__ANOMALY_DETECTOR to one of {sorted(DETECTORS)}")
+    domain = domain_of(reading.kind, s)
+    step, season = ((s.traffic_step_s, s.traffic_season_steps) if domain == "traffic"
+                    else (s.energy_step_s, s.energy_season_steps))
+    return DeviceState(name, domain, SeriesState(step, season, model_name=s.model),
+                       Watch(s.anomaly_detector, s.anomaly_threshold, s.anomaly_warmup))
+
+
+def process(state: DeviceState, reading: Reading) -> Outcome | None:
+    """Score, learn and forecast on one reading; None if it lacks the device's value or is stale.
+
+    A reading at or below the last learned seq is skipped: after a crash Kafka redelivers
+    what was learned but not yet committed, and learning it twice would skew the series.
+    """
+    value = reading.values.get(state.value_name)
+    if value is None or reading.seq <= state.last_seq:
+        state.skipped += 1
+        return None
+    state.last_seq = reading.seq
+    step = observe(state.series, value, reading.ts_ms)
+    score = state.watch.score(value, step.error)
+    drift = state.watch.drifted(step.error)
+    mae = state.series.mae()
+    forecast = {
+        "device": reading.device, "kind": reading.kind, "value": state.value_name,
+        "ts_ms": step.target_ts_ms, "forecast": step.forecast, "based_on_seq": reading.seq,
+        "n": state.series.n, "mae": mae["model"], "mae_persistence": mae["persistence"],
+        "mae_seasonal_naive": mae["seasonal_naive"], "drifts": state.watch.drifts,
+    }
+    alert = None
+    if state.watch.is_anomaly(score):
+        alert = {"device": reading.device, "kind": reading.kind, "seq": reading.seq,
+                 "ts_ms": reading.ts_ms, "value": value, "score": score, "reason": "anomaly",
+                 "expected": value - step.error if step.error is not None else None}
+    return Outcome(forecast, alert, drift, step.error, state.domain)
+
+
+def encode_state(state: DeviceState) -> bytes:
+    """Bytes for the table (pickle: River models are plain Python objects)."""
+    return pickle.dumps((STATE_VERSION, state), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_state(raw: bytes) -> DeviceState:
+    """The state `encode_state` wrote; ModelStateError if it cannot be restored."""
+    try:
+        version, state = pickle.loads(raw)  # only our own changelog, written by encode_state
+    except Exception as exc:
+        raise ModelStateError(
+            f"a device's model state in the changelog cannot be read ({exc}); "
+            "delete the app's changelog topic to retrain from scratch"
+        ) from exc
+    if version != STATE_VERSION or not isinstance(state, DeviceState):
+        raise ModelStateError(
+            f"model state version {version} is not {STATE_VERSION}; "
+            "use a new CITYGRID_KAFKA__STREAM_APP_ID to retrain from scratch"
+        )
+    return state
+
+
+@dataclass
+class Batch:
+    """A batch's results: each touched device's new state once, and the records to send."""
+
+    states: dict[bytes, bytes] = field(default_factory=dict)
+    forecasts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    skipped: int = 0
+
+
+class LiveStates:
+    """The worker's unpickled states, valid only while the table still holds the bytes they were
+    saved as (same object): after a rebalance or restore the table's bytes differ and we decode."""
+
+    def __init__(self) -> None:
+        self._live: dict[bytes, tuple[bytes, DeviceState]] = {}
+
+    def get(self, key: bytes, raw: bytes) -> DeviceState:
+        """The state stored as `raw`, unpickled only if this worker did not write it."""
+        hit = self._live.get(key)
+        if hit is not None and hit[0] is raw:
+            return hit[1]
+        metrics.STATE_DECODES.inc()
+        return decode_state(raw)
+
+    def put(self, key: bytes, raw: bytes, state: DeviceState) -> None:
+        """Remember the state just saved as `raw`."""
+        self._live[key] = (raw, state)
+
+
+def learn_batch(records: list[tuple[bytes | None, bytes]], stored: Callable[[bytes], bytes | None],
+                s: StreamSettings, cache: LiveStates | None = None) -> Batch:
+    """Learn from a batch of readings topic records (key, envelope), in order.
+
+    Each device's state is encoded once per batch (and decoded only when another
+    worker wrote it), which keeps checkpointing cheap next to the learning itself.
+    """
+    cache = cache or LiveStates()
+    live: dict[bytes, DeviceState] = {}
+    tally: Counter[tuple[str, str]] = Counter()
+    out = Batch()
+    for _key, envelope in records:
+        try:
+            reading = SignedReading.decode(envelope).reading()
+        except ReadingRejected:
+            out.skipped += 1
+            continue
+        key = reading.device.encode()
+        state = live.get(key)
+        if state is None:
+            raw = stored(key)
+            state = cache.get(key, raw) if raw is not None else new_state(reading, s)
+            if state is None:
+                out.skipped += 1
+                continue
+            live[key] = state
+        outcome = process(state, reading)
+        if outcome is None:
+            out.skipped += 1
+            continue
+        _count(outcome, state, tally)
+        out.forecasts.append((key, json.dumps(outcome.forecast).encode()))
+        if outcome.alert is not None:
+            out.alerts.append((key, json.dumps(outcome.alert).encode()))
+    _publish_tally(tally, live)
+    for key, state in live.items():
+        out.states[key] = raw = encode_state(state)
+        cache.put(key, raw, state)
+    return out
+
+
+def _count(outcome: Outcome, state: DeviceState, tally: Counter[tuple[str, str]]) -> None:
+    d = outcome.domain
+    tally[("learned", d)] += 1
+    if outcome.error is not None:
+        metrics.ABS_ERROR.labels(d).observe(abs(outcome.error))
+    if outcome.alert is not None:
+        tally[("alerts", d)] += 1
+    if outcome.drift:
+        tally[("drifts", d)] += 1
+
+
+def _publish_tally(tally: Counter[tuple[str, str]], live: dict[bytes, DeviceState]) -> None:
+    # Once per batch: labelled metric lookups cost as much as a River update.
+    for (what, d), n in tally.items():
+        if what == "learned":
+            metrics.LEARNED.labels(d).inc(n)
+            metrics.FORECASTS.labels(d).inc(n)
+        else:
+            {"alerts": metrics.ALERTS, "drifts": metrics.DRIFTS}[what].labels(d).inc(n)
+    for state in live.values():
+        mae = state.series.mae()
+        if mae["persistence"] > 0:
+            metrics.MAE_RATIO.labels(state.domain).set(mae["model"] / mae["persistence"])

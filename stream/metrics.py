@@ -1,0 +1,23 @@
+"""The stream workers' Prometheus metrics: throughput, lag, model error, drift and alerts."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LEARNED = Counter("citygrid_stream_learned_total", "Readings the online models learned from", ["domain"])
+FORECASTS = Counter("citygrid_stream_forecasts_total", "Forecasts written", ["domain"])
+ALERTS = Counter("citygrid_stream_alerts_total", "Anomaly alerts written", ["domain"])
+DRIFTS = Counter("citygrid_stream_drifts_total", "Concept drifts detected by ADWIN on forecast error",
+                 ["domain"])
+ABS_ERROR = Histogram(
+    "citygrid_stream_forecast_abs_error", "Absolute error of each one-step forecast (kW or vehicles)",
+    ["domain"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50),
+)
+MAE_RATIO = Gauge(
+    "citygrid_stream_mae_vs_persistence", "Prequential MAE of the model over persistence's, last device "
+    "updated per domain (below 1 means the model wins)", ["domain"],
+)
+LAG = Gauge("citygrid_stream_consumer_lag", "Readings not yet processed, per partition", ["partition"])
+BATCH_SECONDS = Histogram("citygrid_stream_batch_seconds", "Time to learn one batch of readings")
+STATE_DECODES = Counter("citygrid_stream_state_decodes_total",
+                        "Device model states unpickled from the table (restores and rebalances)")

@@ -1,0 +1,127 @@
+"""The learning agent's logic without Kafka: state round trips, stale readings, alerts and drift."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+
+import pytest
+
+from citygrid.reading import Reading, sign_reading
+from citygrid.settings import StreamSettings
+from citygrid.signing import DeviceKey
+from citygrid.stream.anomaly import Watch
+from citygrid.stream.errors import ModelStateError
+from citygrid.stream.learning import (
+    LiveStates,
+    decode_state,
+    domain_of,
+    encode_state,
+    learn_batch,
+    new_state,
+    pick_value,
+    process,
+)
+
+T0 = 1_750_000_000_000
+KEY = DeviceKey.generate()
+
+
+def _reading(seq: int, value: float, kind: str = "meter") -> Reading:
+    return Reading(device=KEY.device_id, seq=seq, ts_ms=T0 + seq * 900_000, kind=kind, values={"p_kw": value})
+
+
+def _daily(i: int) -> float:
+    return 2.0 + math.sin(2 * math.pi * i / 96)
+
+
+def test_state_survives_the_table_round_trip_and_keeps_forecasting_the_same() -> None:
+    s = StreamSettings()
+    state = new_state(_reading(0, 1.0), s)
+    for i in range(200):
+        process(state, _reading(i, _daily(i)))
+    restored = decode_state(encode_state(state))
+    a, b = process(state, _reading(200, _daily(200))), process(restored, _reading(200, _daily(200)))
+    assert a.forecast == b.forecast and restored.series.n == state.series.n
+
+
+def test_redelivered_readings_are_not_learned_twice() -> None:
+    state = new_state(_reading(0, 1.0), StreamSettings())
+    for i in range(10):
+        process(state, _reading(i, float(i)))
+    assert process(state, _reading(5, 5.0)) is None
+    assert state.series.n == 9 and state.skipped == 1
+
+
+def test_unreadable_state_fails_with_what_to_do() -> None:
+    with pytest.raises(ModelStateError, match="changelog"):
+        decode_state(b"not a pickle")
+    with pytest.raises(ModelStateError, match="STREAM_APP_ID"):
+        decode_state(pickle.dumps((0, object())))
+
+
+def test_traffic_kinds_use_the_traffic_interval() -> None:
+    s = StreamSettings(traffic_kinds="traffic, loop")
+    assert domain_of("loop", s) == "traffic" and domain_of("pv", s) == "energy"
+    state = new_state(_reading(0, 1.0, kind="loop"), s)
+    assert state.series.step_s == s.traffic_step_s
+
+
+@pytest.mark.parametrize(("detector", "threshold"), [("gaussian_residual", 0.99999),
+                                                    ("half_space_trees", 0.95)])
+def test_a_spike_raises_an_alert_and_a_regime_change_counts_as_drift(detector: str, threshold: float) -> None:
+    s = StreamSettings(anomaly_warmup=96, anomaly_detector=detector, anomaly_threshold=threshold)
+    state = new_state(_reading(0, 1.0), s)
+    alerts = {}
+    for i in range(96 * 6):
+        v = _daily(i) + (100.0 if i == 96 * 4 else 0.0) + (5.0 * math.sin(i) if i > 96 * 5 else 0.0)
+        out = process(state, _reading(i, v))
+        if out.alert:
+            alerts[i] = out.alert
+    assert 96 * 4 in alerts and alerts[96 * 4]["reason"] == "anomaly"
+    assert len(alerts) < 30  # not an alert on every reading
+    assert state.watch.drifts >= 1
+
+
+def test_watch_is_silent_while_warming_up() -> None:
+    w = Watch(warmup=10)
+    assert w.score(1.0, None) is None
+    assert all(w.score(1.0, 0.1 * i) is None for i in range(10))
+    assert w.score(1.0, 0.0) is not None
+
+
+def test_a_batch_writes_each_device_once_and_skips_what_does_not_parse() -> None:
+    other = DeviceKey.generate()
+    envs = [sign_reading(_reading(i, float(i)), KEY).encode() for i in range(5)]
+    envs.append(sign_reading(Reading(device=other.device_id, seq=0, ts_ms=T0, kind="pv",
+                                     values={"p_kw": 0.0}), other).encode())
+    out = learn_batch([(None, e) for e in [*envs, b"junk"]], lambda _k: None, StreamSettings())
+    assert set(out.states) == {KEY.device_id.encode(), other.device_id.encode()}
+    assert len(out.forecasts) == 6 and out.skipped == 1
+    last = json.loads(out.forecasts[4][1])
+    assert last["based_on_seq"] == 4 and last["n"] == 4
+    # A second batch continues from the stored state.
+    more = [sign_reading(_reading(5, 5.0), KEY).encode()]
+    out2 = learn_batch([(None, e) for e in more], out.states.get, StreamSettings())
+    assert json.loads(out2.forecasts[0][1])["n"] == 5
+
+
+def test_live_states_are_reused_only_while_the_table_holds_their_bytes() -> None:
+    s = StreamSettings()
+    cache = LiveStates()
+    envs = [sign_reading(_reading(i, float(i)), KEY).encode() for i in range(3)]
+    table: dict[bytes, bytes] = {}
+    table.update(learn_batch([(None, e) for e in envs[:2]], table.get, s, cache).states)
+    key = KEY.device_id.encode()
+    live = cache.get(key, table[key])
+    assert cache.get(key, table[key]) is live  # no unpickling on the hot path
+    copy = bytes(bytearray(table[key]))  # as after a changelog restore
+    assert cache.get(key, copy) is not live and cache.get(key, copy).series.n == live.series.n
+
+
+def test_traffic_loops_forecast_vehicles_not_the_derived_flow() -> None:
+    r = Reading(device=KEY.device_id, seq=0, ts_ms=T0, kind="traffic",
+                values={"flow_veh_h": 600.0, "vehicles": 10.0})
+    assert pick_value(r) == "vehicles"
+    assert new_state(r, StreamSettings()).series.step_s == StreamSettings().traffic_step_s
