@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from citygrid.errors import ReadingRejected
 from citygrid.reading import Reading, SignedReading
 from citygrid.settings import StreamSettings
@@ -21,6 +23,8 @@ from citygrid.stream import metrics
 from citygrid.stream.anomaly import DETECTORS, Watch
 from citygrid.stream.errors import ModelStateError
 from citygrid.stream.forecasting import MODELS, SeriesState, observe
+
+log = structlog.get_logger(__name__)
 
 STATE_VERSION = 1
 
@@ -185,12 +189,19 @@ def learn_batch(records: list[tuple[bytes | None, bytes]], stored: Callable[[byt
         state = live.get(key)
         if state is None:
             raw = stored(key)
-            state = cache.get(key, raw) if raw is not None else new_state(reading, s)
+            try:
+                state = cache.get(key, raw) if raw is not None else new_state(reading, s)
+            except ModelStateError as exc:
+                state = _reset(reading, s, exc)
             if state is None:
                 out.skipped += 1
                 continue
             live[key] = state
-        outcome = process(state, reading)
+        try:
+            outcome = process(state, reading)
+        except Exception as exc:  # a bad saved model must not stop learning for every device
+            live[key] = state = _reset(reading, s, exc)
+            outcome = process(state, reading) if state is not None else None
         if outcome is None:
             out.skipped += 1
             continue
@@ -203,6 +214,14 @@ def learn_batch(records: list[tuple[bytes | None, bytes]], stored: Callable[[byt
         out.states[key] = raw = encode_state(state)
         cache.put(key, raw, state)
     return out
+
+
+def _reset(reading: Reading, s: StreamSettings, exc: Exception) -> DeviceState | None:
+    """Fresh models for a device whose saved state cannot be restored or used (e.g. written by an
+    incompatible version): it relearns, instead of the worker's agent crashing for every device."""
+    log.error("model_state_reset", device=reading.device, error=repr(exc))
+    metrics.STATE_RESETS.inc()
+    return new_state(reading, s)
 
 
 def _count(outcome: Outcome, state: DeviceState, tally: Counter[tuple[str, str]]) -> None:

@@ -19,5 +19,7 @@ MAE_RATIO = Gauge(
 )
 LAG = Gauge("citygrid_stream_consumer_lag", "Readings not yet processed, per partition", ["partition"])
 BATCH_SECONDS = Histogram("citygrid_stream_batch_seconds", "Time to learn one batch of readings")
+STATE_RESETS = Counter("citygrid_stream_state_resets_total",
+                       "Device model states that could not be restored or used and were started afresh")
 STATE_DECODES = Counter("citygrid_stream_state_decodes_total",
                         "Device model states unpickled from the table (restores and rebalances)")

@@ -125,3 +125,26 @@ def test_traffic_loops_forecast_vehicles_not_the_derived_flow() -> None:
                 values={"flow_veh_h": 600.0, "vehicles": 10.0})
     assert pick_value(r) == "vehicles"
     assert new_state(r, StreamSettings()).series.step_s == StreamSettings().traffic_step_s
+
+
+@pytest.mark.parametrize("stored", [
+    b"not a pickle",  # unreadable
+    "broken-detector",  # readable, but its detector no longer works with this code
+])
+def test_an_unusable_saved_state_is_reset_and_learning_goes_on(stored: bytes | str) -> None:
+    from prometheus_client import REGISTRY
+
+    s = StreamSettings()
+    if stored == "broken-detector":
+        state = new_state(_reading(0, 1.0), s)
+        for i in range(4):
+            process(state, _reading(i, float(i)))
+        state.watch.detector = object()  # as if pickled by an incompatible version
+        stored = encode_state(state)
+    before = REGISTRY.get_sample_value("citygrid_stream_state_resets_total") or 0
+    env = sign_reading(_reading(7, 2.0), KEY).encode()
+    out = learn_batch([(None, env)], lambda _k: stored, s)
+    assert REGISTRY.get_sample_value("citygrid_stream_state_resets_total") == before + 1
+    # A fresh state: this is the first reading it has learned from.
+    assert len(out.forecasts) == 1 and json.loads(out.forecasts[0][1])["n"] == 0
+    assert decode_state(out.states[KEY.device_id.encode()]).last_seq == 7
