@@ -17,6 +17,7 @@ from citygrid.errors import ReadingRejected
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.stream import metrics
+from citygrid.stream.aggregates import UNGROUPED, aggregate_batch, route
 from citygrid.stream.device_stats import update_stats
 from citygrid.stream.fleet import FleetView
 from citygrid.stream.learning import LiveStates, learn_batch
@@ -98,9 +99,34 @@ def make_app(s: CitygridSettings) -> faust.App:
                     metrics.LAG.labels(str(tp.partition)).set(max(0, high - offset - 1))
             metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
 
+    # Feeder and intersection forecasts: re-key readings by group (district, kind) so each group's
+    # sums and model live on one worker, then sum, close intervals and forecast there.
+    by_group = app.topic(f"{s.kafka.stream_app_id}-aggregate-members", key_type=bytes, value_type=bytes,
+                         internal=True, partitions=s.kafka.partitions)
+    groups_table = app.Table("group-aggregates", value_type=bytes, key_type=bytes, use_partitioner=True)
+
+    @app.agent(readings)
+    async def regroup(stream: faust.Stream) -> None:
+        async for event in stream.events():
+            routed = route(event.value, event.headers, s.stream)
+            if routed is None:
+                UNGROUPED.inc()
+                continue
+            await by_group.send(key=routed[0], value=routed[1])
+
+    @app.agent(by_group)
+    async def aggregate(stream: faust.Stream) -> None:
+        async for events in stream.take_events(s.stream.batch_max, within=s.stream.batch_within_s):
+            batch = aggregate_batch([(e.key, e.value) for e in events], groups_table.get, s.stream)
+            # Forecasts before the checkpoint: a crash in between re-emits them, never loses them.
+            for key, value in batch.forecasts:
+                await forecasts_topic.send(key=key, value=value)
+            for key, state in batch.states.items():
+                groups_table[key] = state
+
     register_market(app, s)
     app.citygrid_tables = {  # type: ignore[attr-defined]
-        "device-stats": stats_table, "device-models": models_table,
+        "device-stats": stats_table, "device-models": models_table, "group-aggregates": groups_table,
     }
     return app
 

@@ -25,7 +25,7 @@ from citygrid.errors import ReadingRejected, UnknownDevice
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceRegistry
-from citygrid.stream.topics import read_tail
+from citygrid.stream.topics import DISTRICT_HEADER, read_tail
 from citygrid.stream.validation import IngestValidator, ReplayWindow
 
 log = structlog.get_logger(__name__)
@@ -97,6 +97,12 @@ def prepare_session(settings: CitygridSettings) -> None:
         client.loop_stop()
 
 
+def district_of(topic: str) -> str:
+    """The district part of a readings topic `{readings_topic}/<district>/<device>`."""
+    parts = topic.rsplit("/", 2)
+    return parts[-2] if len(parts) == 3 else ""
+
+
 class Ingest:
     """One ingest process."""
 
@@ -162,8 +168,10 @@ class Ingest:
         try:
             # Blocks (up to max_block_ms) while the producer's buffer is full: back-pressure on
             # the MQTT loop, so the broker keeps what we cannot take yet.
+            # The district (feeder or intersection) is only in the MQTT topic: keep it for the workers.
             fut = self.producer.send(
-                self.settings.kafka.readings_topic, key=reading.device.encode(), value=payload
+                self.settings.kafka.readings_topic, key=reading.device.encode(), value=payload,
+                headers=[(DISTRICT_HEADER, district_of(topic).encode())],
             )
         except KafkaError as send_exc:
             self.validator.window.forget(reading.device, reading.seq)

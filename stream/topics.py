@@ -12,6 +12,9 @@ from kafka.errors import TopicAlreadyExistsError
 
 from citygrid.settings import KafkaSettings
 
+# The Kafka record header in which the ingest passes on a reading's district (from its MQTT topic).
+DISTRICT_HEADER = "district"
+
 
 def ensure_topics(s: KafkaSettings, names: list[str] | None = None) -> None:
     """Create the readings and dead-letter topics (or `names`) if missing."""

@@ -5,8 +5,8 @@ The shared Kafka must never be stopped, so this test runs its own broker on free
 
 from __future__ import annotations
 
+import random
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -25,30 +25,34 @@ pytestmark = [pytest.mark.servers, pytest.mark.timeout(240)]
 
 
 def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        if port < 65000 and not local_servers.port_open("127.0.0.1", port + 1):
+    """Two consecutive ports both bindable now, below Linux's ephemeral range (32768+) so that no
+    client connection's local port can take them before the broker binds."""
+    for port in random.sample(range(21000, 32000, 2), 200):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
             return port
+        except OSError:
+            continue
     raise RuntimeError("no two consecutive free ports")
 
 
 @pytest.fixture
 def own_kafka(live: CitygridSettings, tmp_path: Path):
     """A private single-node Kafka (same recipe as the shared one) that this test may stop."""
-    port = _free_port_pair()
-    s = live.model_copy(update={"kafka": live.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{port}"})})
-    server = local_servers.servers(s)["kafka"]
-    base = tmp_path / "own"
-    for attempt in range(4):
+    for attempt in range(3):
+        port = _free_port_pair()
+        kafka = live.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{port}"})
+        s = live.model_copy(update={"kafka": kafka})
+        server = local_servers.servers(s)["kafka"]
+        base = tmp_path / f"own{attempt}"
         try:
             server.start(base)
             break
-        except subprocess.CalledProcessError:
-            # local_servers formats storage with a random base64 cluster id; one starting with
-            # '-' is taken for an option by StorageTool (1 in 64), so draw another.
-            if attempt == 3:
+        except local_servers.ServerError:
+            # Another process took a port between our check and the broker's bind: draw again.
+            if attempt == 2:
                 raise
     try:
         yield s, server, base

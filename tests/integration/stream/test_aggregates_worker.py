@@ -1,0 +1,135 @@
+"""Feeder forecasts end to end: MQTT districts → ingest header → Faust worker → exact per-interval sums."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from citygrid.edge.profiles import load_profiles
+from citygrid.edge.publisher import Publisher, readings_topic
+from citygrid.processes import spawn, stop
+from citygrid.reading import Reading, sign_reading
+from citygrid.settings import CitygridSettings
+from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.stream.forecasting import SeriesState, observe
+from citygrid.stream.ingest import Ingest
+from citygrid.stream.topics import read_topic
+
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(150)]
+
+CACHE = Path(__file__).resolve().parents[3] / ".cache"
+Q_MS = 900_000
+STEPS = 48  # half a summer day of quarter-hours per device
+
+
+def _fleet() -> dict[str, list[tuple[DeviceKey, str, list[float]]]]:
+    """Two districts of real SimBench prosumers: north three meters, south two meters and a PV."""
+    profiles = load_profiles(CACHE)
+    meters = [p for p in profiles if p.kind == "meter"][:5]
+    pv = next(p for p in profiles if p.kind == "pv")
+    assert len(meters) == 5, "SimBench profiles missing under .cache; run `citygrid demo` once"
+
+    def series(p) -> list[float]:
+        return [round(float(v), 4) for v in p.kw[96 * 150 + 28:96 * 150 + 28 + STEPS]]
+
+    return {"north": [(DeviceKey.generate(), "meter", series(p)) for p in meters[:3]],
+            "south": [(DeviceKey.generate(), "meter", series(p)) for p in meters[3:]]
+            + [(DeviceKey.generate(), "pv", series(pv))]}
+
+
+def _publish(s: CitygridSettings, fleet: dict, start_ms: int, intervals: range) -> int:
+    pub = Publisher(s.mqtt, client_id=f"test-agg-{time.monotonic_ns()}")
+    pub.connect()
+    sent = []
+    try:
+        for i in intervals:  # interval by interval, as live devices would
+            for district, devices in fleet.items():
+                for key, kind, values in devices:
+                    reading = Reading(device=key.device_id, seq=i, ts_ms=start_ms + i * Q_MS, kind=kind,
+                                      values={"p_kw": values[i]})
+                    topic = readings_topic(s.mqtt, district, key.device_id)
+                    sent.append(pub.publish_async(topic, sign_reading(reading, key).encode()))
+        for info in sent:
+            info.wait_for_publish(10)
+    finally:
+        pub.close()
+    return len(sent)
+
+
+def _wait(check, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
+        live: CitygridSettings, tmp_path: Path) -> None:
+    # The whole backlog may be read from one partition before another's: the lag must span it.
+    s = live.model_copy(update={"stream": live.stream.model_copy(update={
+        "batch_within_s": 0.1, "aggregate_max_lag_steps": STEPS})})
+    fleet = _fleet()
+    registry = DeviceRegistry.load(s.device_registry)
+    for devices in fleet.values():
+        for key, _kind, _values in devices:
+            registry.add(key.public_key)
+    registry.save(s.device_registry)
+    start_ms = (int(time.time() * 1000) // Q_MS - STEPS) * Q_MS
+
+
+    expected: dict[str, list[float]] = defaultdict(lambda: [0.0] * STEPS)
+    for district, devices in fleet.items():
+        for _key, kind, values in devices:
+            for i, v in enumerate(values):
+                expected[f"feeder/{district}/{kind}"][i] += v
+    closed = STEPS - 1  # the newest interval stays open until a later one arrives
+
+    def records() -> list[dict]:
+        return [json.loads(r.value) for r in read_topic(s.kafka, s.stream.forecasts_topic)]
+
+    ingest = Ingest(s)
+    halt = threading.Event()
+    thread = threading.Thread(target=ingest.run, args=(halt,), daemon=True)
+    thread.start()
+    worker = spawn(["stream", "worker"], s.as_env(), tmp_path / "worker.log")
+    try:
+        # The first interval while the worker runs, so each group knows its members; then the rest.
+        n = _publish(s, fleet, start_ms, range(1))
+        _wait(lambda: len(records()) >= n, 60, "the worker to learn the first interval")
+        n += _publish(s, fleet, start_ms, range(1, STEPS))
+        _wait(lambda: sum(r.get("scope") == "feeder" for r in records()) >= 3 * closed, 60,
+              "feeder forecasts of every closed interval")
+    finally:
+        stop(worker)
+        halt.set()
+        thread.join(30)
+    stored = read_topic(s.kafka, s.kafka.readings_topic)
+    assert len(stored) == n
+    assert {dict(r.headers)["district"] for r in stored} == {b"north", b"south"}
+
+    out = records()
+    assert sum("device" in r for r in out) == n  # the per-device learner still forecasts every reading
+    feeders: dict[str, list[dict]] = defaultdict(list)
+    for r in out:
+        if r.get("scope") == "feeder":
+            feeders[f"feeder/{r['group']}/{r['kind']}"].append(r)
+    assert set(feeders) == set(expected) == {"feeder/north/meter", "feeder/south/meter", "feeder/south/pv"}
+    for group, got in feeders.items():
+        members = {"feeder/north/meter": 3, "feeder/south/meter": 2, "feeder/south/pv": 1}[group]
+        assert [r["interval_ms"] for r in got] == [start_ms + i * Q_MS for i in range(closed)], group
+        assert [r["members"] for r in got] == [members] * closed, group
+        assert [r["total"] for r in got] == pytest.approx(expected[group][:closed], abs=1e-9), group
+        assert [r["ts_ms"] for r in got] == [start_ms + (i + 1) * Q_MS for i in range(closed)]
+        # The forecasts are those of the stream's own forecaster run on the sums.
+        state = SeriesState(s.stream.energy_step_s, s.stream.energy_season_steps, model_name=s.stream.model)
+        offline = [observe(state, v, start_ms + i * Q_MS).forecast
+                   for i, v in enumerate(expected[group][:closed])]
+        assert [r["forecast"] for r in got] == pytest.approx(offline, abs=1e-9), group
+        assert got[-1]["n"] == closed - 1

@@ -1,0 +1,133 @@
+"""Feeder and intersection aggregation: routing by district, interval sums, closing and learning."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from citygrid.reading import Reading, sign_reading
+from citygrid.settings import StreamSettings
+from citygrid.signing import DeviceKey
+from citygrid.stream.aggregates import (
+    DISTRICT_HEADER,
+    add,
+    aggregate_batch,
+    decode_group,
+    group_key,
+    new_group,
+    route,
+)
+from citygrid.stream.errors import ModelStateError
+from citygrid.stream.forecasting import SeriesState, observe
+
+S = StreamSettings()
+T0 = 1_750_000_000_000 // 900_000 * 900_000  # an interval boundary
+Q = 900_000  # a quarter-hour in ms
+
+
+def _envelope(key: DeviceKey, seq: int, ts_ms: int, kind: str, values: dict[str, float]) -> bytes:
+    reading = Reading(device=key.device_id, seq=seq, ts_ms=ts_ms, kind=kind, values=values)
+    return sign_reading(reading, key).encode()
+
+
+def _member(device: str, seq: int, ts_ms: int, x: float, scope: str = "feeder", kind: str = "meter") -> dict:
+    return {"scope": scope, "group": "d1", "kind": kind, "value": "p_kw", "device": device, "seq": seq,
+            "ts_ms": ts_ms, "x": x}
+
+
+def test_route_keys_by_district_and_kind_and_skips_what_no_group_sums() -> None:
+    meter, loop, other = DeviceKey.generate(), DeviceKey.generate(), DeviceKey.generate()
+    hdr = {DISTRICT_HEADER: b"d7"}
+    key, rec = route(_envelope(meter, 3, T0, "meter", {"p_kw": 1.5, "q_kvar": 0.2}), hdr, S)
+    assert key == group_key("feeder", "d7", "meter") == b"feeder/d7/meter"
+    assert json.loads(rec) == {"scope": "feeder", "group": "d7", "kind": "meter", "value": "p_kw",
+                               "device": meter.device_id, "seq": 3, "ts_ms": T0, "x": 1.5}
+    key, rec = route(_envelope(loop, 0, T0, "traffic", {"vehicles": 7, "flow_veh_h": 420}), hdr, S)
+    assert key == b"intersection/d7/traffic" and json.loads(rec)["x"] == 7
+    assert route(_envelope(meter, 4, T0, "meter", {"p_kw": 1.0}), {}, S) is None  # no header
+    assert route(_envelope(meter, 4, T0, "meter", {"p_kw": 1.0}), None, S) is None
+    assert route(_envelope(other, 0, T0, "air", {"pm25": 4.0}), hdr, S) is None  # not a feeder kind
+    assert route(b"not an envelope", hdr, S) is None
+
+
+def test_an_interval_closes_once_every_member_reported_a_later_one_with_the_exact_sum() -> None:
+    g = new_group(_member("a", 0, T0, 0), S)
+    assert add(g, _member("a", 0, T0, 1.0), 8) == []
+    assert add(g, _member("b", 0, T0 + 10, 2.0), 8) == []
+    assert add(g, _member("a", 1, T0 + Q, 4.0), 8) == []  # b may still report interval 0
+    closed = add(g, _member("b", 1, T0 + Q + 5, 8.0), 8)
+    assert [(c["interval_ms"], c["total"], c["members"]) for c in closed] == [(T0, 3.0, 2)]
+    assert closed[0]["scope"] == "feeder" and closed[0]["group"] == "d1" and closed[0]["ts_ms"] == T0 + Q
+    # Redelivered (same seq) and late readings never change a total.
+    assert add(g, _member("a", 1, T0 + Q, 4.0), 8) == []
+    assert add(g, _member("c", 0, T0, 100.0), 8) == [] and g.late == 1
+    closed = add(g, _member("a", 2, T0 + 2 * Q, 1.0), 8) + add(g, _member("b", 2, T0 + 2 * Q, 1.0), 8)
+    assert [(c["interval_ms"], c["total"]) for c in closed] == [(T0 + Q, 12.0)]
+
+
+def test_power_is_averaged_per_device_and_counts_add_up_within_an_interval() -> None:
+    feeder = new_group(_member("a", 0, T0, 0), S)
+    for i, kw in enumerate([1.0, 3.0]):
+        add(feeder, _member("a", i, T0 + i * 1000, kw), 8)
+    assert add(feeder, _member("a", 2, T0 + Q, 0.0), 8)[0]["total"] == 2.0
+    crossing = new_group(_member("a", 0, T0, 0, "intersection", "traffic"), S)
+    step = S.traffic_step_s * 1000
+    for i, n in enumerate([5.0, 6.0]):
+        add(crossing, _member("a", i, T0 + i * 1000, n, "intersection", "traffic"), 8)
+    closed = add(crossing, _member("a", 2, T0 + step, 0.0, "intersection", "traffic"), 8)
+    assert closed[0]["total"] == 11.0 and closed[0]["ts_ms"] == T0 + step
+
+
+def test_a_silent_member_stops_holding_intervals_open_after_the_lag() -> None:
+    g = new_group(_member("a", 0, T0, 0), S)
+    add(g, _member("a", 0, T0, 1.0), 2)
+    add(g, _member("b", 0, T0, 1.0), 2)  # b then goes silent
+    assert add(g, _member("a", 1, T0 + Q, 1.0), 2) == []  # b still holds interval 0 open
+    closed = add(g, _member("a", 2, T0 + 2 * Q, 1.0), 2)  # two intervals on: b no longer counts
+    assert [(c["interval_ms"], c["total"]) for c in closed] == [(T0, 2.0), (T0 + Q, 1.0)]
+    assert "b" not in g.latest
+    assert [c["interval_ms"] for c in add(g, _member("a", 3, T0 + 3 * Q, 1.0), 2)] == [T0 + 2 * Q]
+    # b comes back: it rejoins from its next open interval on.
+    assert add(g, _member("b", 1, T0 + 3 * Q, 5.0), 2) == [] and "b" in g.latest
+    assert add(g, _member("b", 2, T0 + 4 * Q, 0.0), 2) == []  # a still may report interval 3
+    assert [c["total"] for c in add(g, _member("a", 4, T0 + 4 * Q, 0.0), 2)] == [6.0]
+
+
+def test_batches_across_a_checkpoint_forecast_exactly_like_the_offline_series() -> None:
+    sums = [0.0] * 40
+    records = []
+    for t in range(40):
+        for d in range(3):
+            x = round(1 + 0.5 * d + (t % 7) * 0.3 + d * t * 0.01, 4)
+            sums[t] += x
+            rec = {**_member(f"dev{d}", t, T0 + t * Q + d, x), "group": "d2"}
+            records.append((b"feeder/d2/meter", json.dumps(rec).encode()))
+    table: dict[bytes, bytes] = {}
+    forecasts = []
+    for lo in range(0, len(records), 25):  # uneven batches, state through the "table" in between
+        out = aggregate_batch(records[lo:lo + 25], table.get, S)
+        table.update(out.states)
+        forecasts += [json.loads(v) for _k, v in out.forecasts]
+    assert [f["interval_ms"] for f in forecasts] == [T0 + t * Q for t in range(39)]
+    assert [f["total"] for f in forecasts] == pytest.approx(sums[:39], abs=1e-9)
+    offline = SeriesState(S.energy_step_s, S.energy_season_steps, model_name=S.model)
+    expected = [observe(offline, v, T0 + t * Q).forecast for t, v in enumerate(sums[:39])]
+    assert [f["forecast"] for f in forecasts] == expected
+    assert forecasts[-1]["n"] == 38 and decode_group(table[b"feeder/d2/meter"]).closed_through >= 0
+
+
+def test_unreadable_state_raises_a_clear_error_and_the_batch_starts_the_group_afresh() -> None:
+    with pytest.raises(ModelStateError, match="changelog"):
+        decode_group(b"garbage")
+    rec = json.dumps(_member("a", 0, T0, 1.0)).encode()
+    out = aggregate_batch([(b"feeder/d1/meter", rec)], lambda _k: b"garbage", S)
+    assert decode_group(out.states[b"feeder/d1/meter"]).last_seq == {"a": 0}
+
+
+def test_the_ingest_takes_the_district_from_the_mqtt_topic() -> None:
+    from citygrid.stream.ingest import district_of
+
+    assert district_of("citygrid/readings/north/d4pdmx") == "north"
+    assert district_of("a/b/c/readings/A1/dev") == "A1"
+    assert district_of("dev") == ""
