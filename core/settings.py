@@ -70,6 +70,9 @@ class MarketSettings(BaseModel):
     mechanism: str = "pay_as_clear"
     orders_topic: str = "market.orders"
     trades_topic: str = "trades"
+    # JSON: {"participants": {name: {"buy_limit", "sell_limit", "devices": [device ids]}}}; unset, no
+    # forecast turns into an order (participants then send their own orders to orders_topic).
+    participants_file: Path | None = None
 
 
 class SettlementSettings(BaseModel):
@@ -128,6 +131,10 @@ class StreamSettings(BaseModel):
     batch_max: int = 500  # readings a worker learns per table checkpoint
     batch_within_s: float = 0.2
     ingest_replay_tail: int = 200_000  # records per readings partition re-read at ingest start
+    # Live feeder (energy) and intersection (traffic) forecasts: one group per district and kind.
+    aggregate_energy_kinds: str = "meter,pv"  # comma-separated kinds summed per feeder
+    # An interval closes once every member reported a later one, or this many intervals passed.
+    aggregate_max_lag_steps: int = 8
 
 
 class EdgeSettings(BaseModel):

@@ -4,11 +4,14 @@
 Participants (or the forecasting agents on their behalf) publish JSON orders to
 the orders topic; each interval's book closes `gate_s` after the interval ends
 by wall clock, is cleared, and every trade is published to the trades topic
-keyed by interval, where the settler picks it up.
+keyed by interval, where the settler picks it up. With a participants file
+(`market.participants_file`), the learner's forecasts also become orders: each
+participant's forecast net position for an interval is its bid or offer.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import faust
@@ -20,6 +23,7 @@ from citygrid.settings import CitygridSettings
 from citygrid.stream.market.auction import clear
 from citygrid.stream.market.book import IntervalBooks
 from citygrid.stream.market.orders import Mechanism, Order
+from citygrid.stream.market.participants import ForecastPositions, load_participants
 
 log = structlog.get_logger(__name__)
 
@@ -27,6 +31,8 @@ ORDERS = Counter("citygrid_market_orders_total", "Orders accepted into an interv
 REFUSED = Counter("citygrid_market_orders_refused_total", "Orders that did not parse or came too late")
 TRADES = Counter("citygrid_market_trades_total", "Trades cleared")
 CLEAR_SECONDS = Histogram("citygrid_market_clear_seconds", "Time to clear one interval's book")
+FORECAST_ORDERS = Counter("citygrid_market_forecast_orders_total",
+                          "Participants' orders placed or revised from the learner's forecasts")
 CLEARED_KWH = Gauge("citygrid_market_cleared_volume_kwh", "Energy traded in the last cleared interval")
 CLEARING_PRICE = Gauge("citygrid_market_clearing_price",
                        "Clearing price of the last cleared interval (planck per Wh)")
@@ -54,10 +60,35 @@ def register_market(app: faust.App, s: CitygridSettings) -> IntervalBooks:
                 REFUSED.inc()
                 log.warning("market_order_late", order=order.order_id, interval=order.interval_start_ms)
 
+    positions = (ForecastPositions(load_participants(m.participants_file), m.interval_s)
+                 if m.participants_file else None)
+    if positions is not None:
+        forecasts_topic = app.topic(s.stream.forecasts_topic, key_type=bytes, value_type=bytes)
+
+        @app.agent(forecasts_topic)
+        async def orders_from_forecasts(stream: faust.Stream) -> None:
+            async for value in stream:
+                try:
+                    placed = positions.update(json.loads(value))
+                except (ValueError, KeyError, TypeError) as exc:
+                    REFUSED.inc()
+                    log.warning("market_forecast_invalid", error=str(exc)[:200])
+                    continue
+                if placed is None:
+                    continue  # not a participant's device, or no forecast yet
+                participant, start, order = placed
+                if books.place_position(participant, start, order):
+                    FORECAST_ORDERS.inc()
+                else:
+                    REFUSED.inc()
+                    log.warning("market_forecast_late", participant=participant, interval=start)
+
     @app.timer(interval=m.tick_s)
     async def clear_due() -> None:
         # A book is due once its interval has ended and the gate closure has passed.
         gate_ms = int((time.time() - m.gate_s) * 1000) - m.interval_s * 1000 + 1
+        if positions is not None:
+            positions.forget_before(books.closed_before_ms)
         for start, orders in books.close_until(gate_ms):
             t0 = time.perf_counter()
             result = clear(orders, m.grid_fee, Mechanism(m.mechanism), start)

@@ -44,6 +44,22 @@ class IntervalBooks:
         self.open.setdefault(start, {})[order.order_id] = order
         return True
 
+    def place_position(self, participant: str, interval_start_ms: int, order: Order | None) -> bool:
+        """Replace the participant's forecast order for the interval (None withdraws it); False if cleared.
+
+        Its position may flip from surplus to deficit as forecasts are revised, so the order of
+        the other side must go, not only the one with the same id.
+        """
+        start = interval_start_ms - interval_start_ms % self.interval_ms
+        if start < self.closed_before_ms:
+            return False
+        book = self.open.setdefault(start, {})
+        for side in Side:
+            book.pop(f"{participant}:{interval_start_ms}:{side.value}", None)
+        if order is not None:
+            book[order.order_id] = order
+        return True
+
     def close_until(self, gate_ms: int) -> list[tuple[int, list[Order]]]:
         """Remove and return every book whose interval starts before `gate_ms`, oldest first."""
         due = sorted(s for s in self.open if s < gate_ms)

@@ -1,0 +1,121 @@
+"""Trades on the real trades topic → the settlement feed → paid on the real dev chain exactly once,
+even when the feed is killed after settling and before committing its Kafka offsets."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from citygrid.ledger.settlement import CRASH_ENV
+from citygrid.ledger.settlement_history import expected_transfers, read_back
+from citygrid.ledger.settlement_store import SettlementStore
+from citygrid.processes import spawn, stop
+from citygrid.settings import CitygridSettings
+from citygrid.stream.market.orders import Trade, trade_id
+from citygrid.stream.topics import ensure_topics
+
+pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parents[3]
+FIRST, SECOND = 3_000_000, 3_900_000
+
+
+def _trades(interval: int, pairs: list[tuple[str, str, int]]) -> list[Trade]:
+    return [Trade(trade_id=trade_id(interval, f"{b}-bid", f"{s}-offer"), interval_start_ms=interval,
+                  buyer=b, seller=s, bid_id=f"{b}-bid", offer_id=f"{s}-offer", wh=wh,
+                  price=2_500_000, grid_fee=150_000) for b, s, wh in pairs]
+
+
+def _publish(s: CitygridSettings, trades: list[Trade]) -> None:
+    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
+    for t in trades:  # keyed by interval, as the market publishes them
+        producer.send(s.market.trades_topic, key=str(t.interval_start_ms).encode(),
+                      value=t.model_dump_json().encode())
+    producer.flush(30)
+    producer.close(5)
+
+
+def _env(s: CitygridSettings, crash: str | None) -> dict[str, str]:
+    env = s.as_env()
+    env["PYTHONPATH"] = str(ROOT / ".dev")
+    env.pop(CRASH_ENV, None)
+    if crash:
+        env[CRASH_ENV] = crash
+    return env
+
+
+def _committed(s: CitygridSettings) -> int:
+    """Records of the trades topic the settler's group has committed as done."""
+    consumer = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap, group_id=s.settlement.group,
+                             enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(s.market.trades_topic) or set()
+        return sum(consumer.committed(TopicPartition(s.market.trades_topic, p)) or 0 for p in parts)
+    finally:
+        consumer.close()
+
+
+def _wait(check, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def test_feed_settles_each_interval_once_across_a_kill_before_commit(live, accounts_factory,
+                                                                      tmp_path: Path) -> None:
+    acc = accounts_factory(buyers=2, sellers=2)
+    s = live.model_copy(update={"settlement": live.settlement.model_copy(update={
+        "keystore": acc.path, "grid_operator": "grid", "asset_id": acc.asset_id})})
+    ensure_topics(s.kafka, [s.market.trades_topic])
+    first = _trades(FIRST, [("buyer0", "seller0", 1500), ("buyer1", "seller0", 200),
+                            ("buyer1", "seller1", 700)])
+    second = _trades(SECOND, [("buyer0", "seller1", 900)])
+    before = acc.balances()
+    store = SettlementStore(s.data_dir / "settlements.sqlite")
+
+    _publish(s, first)
+    # Killed right after the first interval is settled on chain, before the feed commits its offsets:
+    # the restarted feed reads those trades again and must not pay them twice.
+    log1 = tmp_path / "feed1.log"
+    killed = spawn(["ledger", "settle"], _env(s, "settled"), log1)
+    try:
+        assert killed.wait(90) == -9, log1.read_text()[-3000:]
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+    assert store.get(FIRST).status == "settled"
+    assert _committed(s) == 0, "the killed feed must not have committed, or this tests no re-read"
+
+    _publish(s, second)
+    log2 = tmp_path / "feed2.log"
+    feed = spawn(["ledger", "settle"], _env(s, None), log2)
+    try:
+        _wait(lambda: (r := store.get(SECOND)) is not None and r.status == "settled", 90,
+              "the second interval to settle")
+        time.sleep(3)  # the re-read first interval has been handed over again by now
+        assert feed.poll() is None, log2.read_text()[-3000:]
+    finally:
+        assert stop(feed) == 0, log2.read_text()[-3000:]
+
+    assert _committed(s) == len(first) + len(second), "a cleanly stopped feed commits what it settled"
+    after = acc.balances()
+    owed = {n: 0 for n in acc.names}
+    for t in first + second:
+        owed[t.buyer] -= t.buyer_pays
+        owed[t.seller] += t.seller_receives
+        owed["grid"] += t.fee_total
+    assert {n: after[n] - before[n] for n in acc.names} == owed
+
+    addresses = {n: acc.address(n) for n in acc.names}
+    for interval, trades in ((FIRST, first), (SECOND, second)):
+        record = store.get(interval)
+        assert record.status == "settled" and sorted(t.trade_id for t in record.trades) == sorted(
+            t.trade_id for t in trades)
+        back = read_back(acc.chain, record)
+        assert back.problem(record, expected_transfers(trades, addresses, addresses["grid"])) is None
