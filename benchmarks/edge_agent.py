@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results"
+from benchmarks.results import save
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / ".cache" / "models"
 
@@ -190,10 +191,8 @@ def main() -> None:
     for r in rows:
         table.add_row(*r)
     Console().print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "edge_agent.json").write_text(json.dumps(
-        {"inference": infer, "agent_commit_1": agent_1, "agent_commit_64": agent_64, "raw_paho": raw},
-        indent=1))
+    save("edge_agent", {"inference": infer, "agent_commit_1": agent_1, "agent_commit_64": agent_64,
+                        "raw_paho": raw})
 
 
 if __name__ == "__main__":

@@ -6,16 +6,15 @@ remark, and locally the tree build and proof verification for 1M leaves.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from substrateinterface import Keypair
 
+from benchmarks.results import save
 from citygrid.ledger.anchorer import remark_text
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.merkle import MerkleTree, verify_proof
@@ -54,9 +53,7 @@ def main() -> None:
     for k, v in rows.items():
         t.add_row(k, f"{v:,.3f}" if isinstance(v, float) else f"{v:,}")
     Console().print(t)
-    out = Path(__file__).parent / "results" / "ledger_anchor.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"note": "machine under concurrent load", **rows}, indent=1))
+    save("ledger_anchor", {"note": "machine under concurrent load", **rows})
 
 
 if __name__ == "__main__":

@@ -6,13 +6,11 @@ each extrinsic's weight from the chain's own fee estimate (payment_queryInfo).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 from substrateinterface import Keypair
 
+from benchmarks.results import save
 from citygrid.ledger.chain import ChainClient
 from citygrid.settings import get_settings
 
@@ -57,12 +55,10 @@ def main() -> None:
     Console().print(f"batched: ≈{batch_cap:,} trades per block; one extrinsic per trade: "
                     f"{per_block_single:,} per block by weight (1 per block under instant sealing); "
                     f"ratio {batch_cap / per_block_single:.2f}")
-    out = Path(__file__).parent / "results" / "ledger_settle.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "block_limits": {"ref_time": max_ref, "proof_size": max_pov,
-                                                                "length": max_len},
-                               "single_transfer": one, "per_block_single": per_block_single,
-                               "batched_per_block": batch_cap}, indent=1))
+    save("ledger_settle", {"rows": rows, "block_limits": {"ref_time": max_ref, "proof_size": max_pov,
+                                                         "length": max_len},
+                           "single_transfer": one, "per_block_single": per_block_single,
+                           "batched_per_block": batch_cap})
 
 
 if __name__ == "__main__":

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.results import save
 from citygrid.stream.market import Mechanism, Order, Side, clear
 from citygrid.stream.market.reference import reference_clear
 
@@ -47,9 +46,7 @@ def main() -> None:
                       f"{r['auction_pay_as_bid_s'] * 1e3:.1f}", f"{r['reference_lp_s'] * 1e3:.1f}",
                       f"{r['speedup_vs_reference']:.1f}x", str(r["welfare_equal"]))
     Console().print(table)
-    out = Path(__file__).parent / "results" / "market_clearing.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"note": "best of 5, machine under concurrent load", "rows": rows}, indent=1))
+    save("market_clearing", {"note": "best of 5, machine under concurrent load", "rows": rows})
 
 
 if __name__ == "__main__":

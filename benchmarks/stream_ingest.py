@@ -13,7 +13,6 @@ latency = the broker's LogAppendTime minus that stamp. A stage breakdown
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from kafka.admin import NewTopic
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.results import save
 from citygrid.edge.publisher import Publisher, readings_topic
 from citygrid.processes import spawn, stop
 from citygrid.reading import Reading, SignedReading, sign_reading
@@ -36,8 +36,6 @@ from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.stream.ingest import prepare_session
 from citygrid.stream.topics import read_topic, topic_end
 from citygrid.stream.validation import IngestValidator
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def settings(tag: str, data_dir: Path) -> CitygridSettings:
@@ -235,10 +233,8 @@ def report(rows: list[dict], stages: dict[str, float], a: argparse.Namespace) ->
     for k, v in stages.items():
         st.add_row(k, f"{v:.1f}", f"{1e6 / v:,.0f}")
     console.print(st)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "stream_ingest.json").write_text(json.dumps(
-        {"rows": rows, "ratio_vs_plain_pipe": ratio, "stages_us": stages, "args": vars(a),
-         "note": "2-core machine shared with concurrent work"}, indent=1))
+    save("stream_ingest", {"rows": rows, "ratio_vs_plain_pipe": ratio, "stages_us": stages,
+                           "args": vars(a), "note": "2-core machine shared with concurrent work"})
 
 
 if __name__ == "__main__":

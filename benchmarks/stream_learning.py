@@ -13,7 +13,6 @@ excluded.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +23,7 @@ from kafka.admin import NewTopic
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.results import save
 from citygrid.edge.profiles import load_profiles
 from citygrid.local_servers import repo_root
 from citygrid.processes import spawn, stop
@@ -33,7 +33,6 @@ from citygrid.signing import DeviceKey
 from citygrid.stream.learning import LiveStates, learn_batch, new_state, process
 from citygrid.stream.topics import ensure_topics, read_topic, topic_end
 
-RESULTS = Path(__file__).parent / "results"
 T0 = 1_750_000_000_000
 
 
@@ -134,10 +133,8 @@ def main() -> None:
     console = Console()
     console.print(table)
     console.print(f"target ≥ 80% of the bare loop: {'met' if ratio >= 0.8 else 'missed'} ({ratio:.0%})")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "stream_learning.json").write_text(json.dumps(
-        {"bare_loop": bare, "faust_worker": faust_rate, "ratio": ratio, "args": vars(a),
-         "note": "2-core machine shared with concurrent work"}, indent=1))
+    save("stream_learning", {"bare_loop": bare, "faust_worker": faust_rate, "ratio": ratio,
+                             "args": vars(a), "note": "2-core machine shared with concurrent work"})
 
 
 if __name__ == "__main__":
