@@ -125,7 +125,7 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
         summary.add_row("ingested into Kafka 'readings'", str(delta(s.kafka.readings_topic)))
         summary.add_row("rejected to 'readings.dead'", str(delta(s.kafka.dead_letter_topic)))
         summary.add_row("device stats updated by the Faust worker", str(delta(s.kafka.stats_topic)))
-        summary.add_row("load/PV forecasts by the Faust worker (River)", str(delta(s.stream.forecasts_topic)))
+        summary.add_row("River forecasts (per device and per feeder)", str(delta(s.stream.forecasts_topic)))
         summary.add_row("anomaly alerts", str(delta(s.stream.alerts_topic)))
         summary.add_row("anchored on chain", str(store.counts()[2] - leaves_before))
         summary.add_row("Merkle roots on chain", str(len(new_batches)))
