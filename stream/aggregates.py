@@ -14,7 +14,6 @@ a member that stays silent for `aggregate_max_lag_steps` intervals stops holding
 from __future__ import annotations
 
 import json
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,7 +25,7 @@ from citygrid.reading import SignedReading
 from citygrid.settings import StreamSettings
 from citygrid.stream.errors import ModelStateError
 from citygrid.stream.forecasting import MODELS, SeriesState, observe
-from citygrid.stream.learning import domain_of, pick_value
+from citygrid.stream.learning import decode_versioned, domain_of, encode_versioned, pick_value
 from citygrid.stream.topics import DISTRICT_HEADER
 
 log = structlog.get_logger(__name__)
@@ -158,21 +157,14 @@ def _close(state: GroupState, interval: int) -> dict:
 
 
 def encode_group(state: GroupState) -> bytes:
-    """Bytes for the table (pickle: River models are plain Python objects)."""
-    return pickle.dumps((STATE_VERSION, state), protocol=pickle.HIGHEST_PROTOCOL)
+    """Bytes for the group-aggregates table."""
+    return encode_versioned(state, STATE_VERSION)
 
 
 def decode_group(raw: bytes) -> GroupState:
     """The state `encode_group` wrote; ModelStateError if it cannot be restored."""
-    try:
-        version, state = pickle.loads(raw)  # only our own changelog, written by encode_group
-    except Exception as exc:
-        raise ModelStateError(f"a group's aggregate state in the changelog cannot be read ({exc}); "
-                              "delete the app's group-aggregates changelog topic to start afresh") from exc
-    if version != STATE_VERSION or not isinstance(state, GroupState):
-        raise ModelStateError(f"aggregate state version {version} is not {STATE_VERSION}; "
-                              "use a new CITYGRID_KAFKA__STREAM_APP_ID to start afresh")
-    return state
+    return decode_versioned(raw, GroupState, "a group's aggregate state",
+                            "the app's group-aggregates changelog topic", STATE_VERSION)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import pickle
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 
@@ -25,6 +26,7 @@ from citygrid.stream.errors import ModelStateError
 from citygrid.stream.forecasting import MODELS, SeriesState, observe
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 STATE_VERSION = 1
 
@@ -116,26 +118,38 @@ def process(state: DeviceState, reading: Reading) -> Outcome | None:
     return Outcome(forecast, alert, drift, step.error, state.domain)
 
 
+def encode_versioned(state: object, version: int = STATE_VERSION) -> bytes:
+    """Bytes for a Faust table: the state pickled (River models are plain Python objects) with the
+    version of its layout, so a worker can tell a state it cannot use from one it can."""
+    return pickle.dumps((version, state), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_versioned(raw: bytes, kind: type[T], what: str, changelog: str,
+                     version_now: int = STATE_VERSION) -> T:
+    """The state `encode_versioned` wrote; ModelStateError (saying what to do) if it cannot be
+    restored. `what` names the state in messages, `changelog` the topic to delete."""
+    try:
+        version, state = pickle.loads(raw)  # only our own changelog, written by encode_versioned
+    except Exception as exc:
+        raise ModelStateError(
+            f"{what} in the changelog cannot be read ({exc}); delete {changelog} to start from scratch"
+        ) from exc
+    if version != version_now or not isinstance(state, kind):
+        raise ModelStateError(
+            f"{what} version {version} is not {version_now}; "
+            "use a new CITYGRID_KAFKA__STREAM_APP_ID to start from scratch"
+        )
+    return state
+
+
 def encode_state(state: DeviceState) -> bytes:
-    """Bytes for the table (pickle: River models are plain Python objects)."""
-    return pickle.dumps((STATE_VERSION, state), protocol=pickle.HIGHEST_PROTOCOL)
+    """Bytes for the device-models table."""
+    return encode_versioned(state)
 
 
 def decode_state(raw: bytes) -> DeviceState:
     """The state `encode_state` wrote; ModelStateError if it cannot be restored."""
-    try:
-        version, state = pickle.loads(raw)  # only our own changelog, written by encode_state
-    except Exception as exc:
-        raise ModelStateError(
-            f"a device's model state in the changelog cannot be read ({exc}); "
-            "delete the app's changelog topic to retrain from scratch"
-        ) from exc
-    if version != STATE_VERSION or not isinstance(state, DeviceState):
-        raise ModelStateError(
-            f"model state version {version} is not {STATE_VERSION}; "
-            "use a new CITYGRID_KAFKA__STREAM_APP_ID to retrain from scratch"
-        )
-    return state
+    return decode_versioned(raw, DeviceState, "a device's model state", "the app's changelog topic")
 
 
 @dataclass

@@ -12,11 +12,10 @@ import json
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 from prometheus_client import REGISTRY
 
 from citygrid.edge.fleet import provision, replay_fleet, send_bad_readings
@@ -32,14 +31,6 @@ from citygrid.stream.ingest import Ingest
 from citygrid.stream.topics import read_topic, topic_end
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def rejected(reason: str) -> float:
@@ -65,7 +56,7 @@ def test_signed_readings_travel_from_edge_to_chain_and_prove_inclusion(
         sent = replay_fleet(s, fleet, steps=8)
         assert sent == 24
         bad = send_bad_readings(s, fleet[0].key)
-        wait_until("readings in Kafka", lambda: topic_end(s.kafka, s.kafka.readings_topic) >= sent)
+        wait_until(what="readings in Kafka", check=lambda: topic_end(s.kafka, s.kafka.readings_topic) >= sent)
 
         # Replay one genuine reading: the ingest must refuse it as a duplicate.
         replayed = read_topic(s.kafka, s.kafka.readings_topic)[0].value
@@ -73,7 +64,8 @@ def test_signed_readings_travel_from_edge_to_chain_and_prove_inclusion(
         pub.connect()
         pub.publish(readings_topic(s.mqtt, "d1", fleet[0].key.device_id), replayed)
         pub.close()
-        wait_until("dead letters", lambda: topic_end(s.kafka, s.kafka.dead_letter_topic) >= bad + 1)
+        wait_until(what="dead letters",
+                   check=lambda: topic_end(s.kafka, s.kafka.dead_letter_topic) >= bad + 1)
 
         records = read_topic(s.kafka, s.kafka.readings_topic)
         readings = [SignedReading.decode(r.value).reading() for r in records]
@@ -88,7 +80,8 @@ def test_signed_readings_travel_from_edge_to_chain_and_prove_inclusion(
             assert rejected(reason) == was + 1
 
         store = anchorer.store
-        wait_until("anchoring", lambda: store.counts()[2] == sent and not store.batches(pending_only=True))
+        wait_until(what="anchoring",
+                   check=lambda: store.counts()[2] == sent and not store.batches(pending_only=True))
         batches = store.batches()
         assert sum(b.count for b in batches) == sent
         # 8 quarter-hours ending now span two or three hourly intervals.
@@ -114,7 +107,8 @@ def test_signed_readings_travel_from_edge_to_chain_and_prove_inclusion(
         with pytest.raises(ProofInvalid):
             verify_on_chain(wrong_root, anchorer.chain, anchor_key)
 
-        wait_until("the Faust worker", lambda: topic_end(s.kafka, s.kafka.stats_topic) >= sent, 120)
+        wait_until(what="the Faust worker", timeout_s=120,
+                   check=lambda: topic_end(s.kafka, s.kafka.stats_topic) >= sent)
         stats = [json.loads(r.value) for r in read_topic(s.kafka, s.kafka.stats_topic)]
         final = collections.Counter()
         for st in stats:
@@ -139,7 +133,7 @@ def test_ledger_cli_verifies_a_proof_and_refuses_a_tampered_one(
         t.start()
     try:
         replay_fleet(s, fleet, steps=2)
-        wait_until("anchoring", lambda: anchorer.store.counts()[2] == 2
+        wait_until(what="anchoring", check=lambda: anchorer.store.counts()[2] == 2
                    and not anchorer.store.batches(pending_only=True))
     finally:
         stop_event.set()

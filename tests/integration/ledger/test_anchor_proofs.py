@@ -13,11 +13,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from polling import wait_until
 
 from citygrid.ledger.anchor_history import anchor_problem
 from citygrid.ledger.anchorer import Anchorer
@@ -31,14 +31,6 @@ from citygrid.signing import DeviceKey, DeviceRegistry
 pytestmark = pytest.mark.timeout(180)
 
 INTERVAL_S = 60
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 def closed_port() -> int:
@@ -78,9 +70,9 @@ def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory
     thread = threading.Thread(target=anchorer.run, args=(stop,))
     thread.start()
     try:
-        wait_until("anchoring", lambda: anchorer.store.counts()[2] == len(readings)
+        wait_until(what="anchoring", check=lambda: anchorer.store.counts()[2] == len(readings)
                    and not anchorer.store.batches(pending_only=True))
-        wait_until("offsets committed", lambda: committed(s) == len(readings), 20)
+        wait_until(what="offsets committed", check=lambda: committed(s) == len(readings), timeout_s=20)
     finally:
         stop.set()
         thread.join(30)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from polling import wait_until
 
 from citygrid.ledger.settlement import CRASH_ENV
 from citygrid.ledger.settlement_history import expected_transfers, read_back
@@ -58,15 +59,6 @@ def _committed(s: CitygridSettings) -> int:
         consumer.close()
 
 
-def _wait(check, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def test_feed_settles_each_interval_once_across_a_kill_before_commit(live, accounts_factory,
                                                                       tmp_path: Path) -> None:
     acc = accounts_factory(buyers=2, sellers=2)
@@ -96,7 +88,7 @@ def test_feed_settles_each_interval_once_across_a_kill_before_commit(live, accou
     log2 = tmp_path / "feed2.log"
     feed = spawn(["ledger", "settle"], _env(s, None), log2)
     try:
-        _wait(lambda: (r := store.get(SECOND)) is not None and r.status == "settled", 90,
+        wait_until(lambda: (r := store.get(SECOND)) is not None and r.status == "settled", 90,
               "the second interval to settle")
         time.sleep(3)  # the re-read first interval has been handed over again by now
         assert feed.poll() is None, log2.read_text()[-3000:]

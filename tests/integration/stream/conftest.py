@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
+from polling import wait_until
 
 from citygrid.edge.profiles import load_profiles
 from citygrid.reading import Reading, sign_reading
@@ -62,11 +63,3 @@ def helpers() -> type:
     return Helpers
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    """Poll until `check()`; fail the test loudly on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 
 from citygrid.edge.profiles import load_profiles
 from citygrid.edge.publisher import Publisher, readings_topic
@@ -61,15 +62,6 @@ def _publish(s: CitygridSettings, fleet: dict, start_ms: int, intervals: range) 
     return len(sent)
 
 
-def _wait(check, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
         live: CitygridSettings, tmp_path: Path) -> None:
     # The whole backlog may be read from one partition before another's: the lag must span it.
@@ -102,9 +94,9 @@ def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
     try:
         # The first interval while the worker runs, so each group knows its members; then the rest.
         n = _publish(s, fleet, start_ms, range(1))
-        _wait(lambda: len(records()) >= n, 60, "the worker to learn the first interval")
+        wait_until(lambda: len(records()) >= n, 60, "the worker to learn the first interval")
         n += _publish(s, fleet, start_ms, range(1, STEPS))
-        _wait(lambda: sum(r.get("scope") == "feeder" for r in records()) >= 3 * closed, 60,
+        wait_until(lambda: sum(r.get("scope") == "feeder" for r in records()) >= 3 * closed, 60,
               "feeder forecasts of every closed interval")
     finally:
         stop(worker)
