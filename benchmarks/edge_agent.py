@@ -45,7 +45,7 @@ def rss_mb() -> float:
 def worker_infer(rows: int) -> dict:
     """Per-reading latency of onnxruntime vs scikit-learn on the same real feature rows."""
     from citygrid.edge.inference import OnnxModel
-    from citygrid.edge.train_models import fitted_nowcast
+    from citygrid.sim.train_models import fitted_nowcast
 
     sk, x = fitted_nowcast(ROOT / ".cache")
     model = OnnxModel(MODELS / "load_nowcast-bench.onnx")
@@ -73,13 +73,12 @@ def worker_infer(rows: int) -> dict:
 def worker_agent(readings: int, commit_every: int, topic_root: str) -> dict:
     """The whole agent loop to the shared broker; readings/s until all are acknowledged."""
     from citygrid.edge.agent import EdgeAgent
-    from citygrid.edge.drivers import ProfileReplay
     from citygrid.edge.model_update import ModelStore
-    from citygrid.edge.profiles import load_profiles
-    from citygrid.edge.publisher import Publisher
     from citygrid.edge.store_forward import Outbox
+    from citygrid.mqtt import Publisher
     from citygrid.settings import CitygridSettings
     from citygrid.signing import DeviceKey
+    from citygrid.sim.profiles import ProfileReplay, load_profiles
 
     s = CitygridSettings()
     mqtt = s.mqtt.model_copy(update={"readings_topic": f"{topic_root}/readings"})
@@ -106,7 +105,7 @@ def worker_agent(readings: int, commit_every: int, topic_root: str) -> dict:
 
 def worker_raw(readings: int, topic_root: str) -> dict:
     """Baseline: plain paho QoS 1 publishes of pre-signed readings, waiting for every PUBACK."""
-    from citygrid.edge.publisher import Publisher
+    from citygrid.mqtt import Publisher
     from citygrid.reading import Reading, sign_reading
     from citygrid.settings import CitygridSettings
     from citygrid.signing import DeviceKey
@@ -158,7 +157,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from citygrid.edge.train_models import train
+    from citygrid.sim.train_models import train
 
     if not (MODELS / "load_nowcast-bench.onnx").exists():
         train(ROOT / ".cache", MODELS, version="bench")

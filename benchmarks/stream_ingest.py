@@ -28,14 +28,15 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.results import save
-from citygrid.edge.publisher import Publisher, readings_topic
-from citygrid.processes import spawn, stop
+from citygrid.devtools.processes import spawn, stop
+from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, SignedReading, sign_reading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.stream.ingest import prepare_session
-from citygrid.stream.topics import read_topic, topic_end
+from citygrid.stream.kafka_topics import read_topic, topic_end
 from citygrid.stream.validation import IngestValidator
+from citygrid.topics import readings_topic
 
 
 def settings(tag: str, data_dir: Path) -> CitygridSettings:
@@ -81,7 +82,7 @@ class Fleet:
         reg = DeviceRegistry()
         for k in self.keys:
             reg.add(k.public_key)
-        reg.save(s.device_registry)
+        reg.save(s.paths.device_registry)
         self.seq = [0] * devices
 
     def envelope(self, i: int, ts_ms: int) -> tuple[str, bytes]:
@@ -107,7 +108,7 @@ def publish(s: CitygridSettings, items: list[tuple[str, bytes]], rate: float | N
                 if delay > 0:
                     time.sleep(delay)
                 device, payload = stamp.envelope(i, int(time.time() * 1000))
-            infos.append(pub.publish_async(readings_topic(s.mqtt, "d1", device), payload))
+            infos.append(pub.publish_async(readings_topic(s.mqtt.readings_topic, "d1", device), payload))
         for info in infos:
             info.wait_for_publish(60)
     finally:
@@ -129,13 +130,13 @@ def run_pipeline(name: str, start: Starter, drain: int, rate: float, seconds: fl
                  workdir: Path) -> dict:
     """Drain a preloaded queue, then hold a fixed rate; return throughput and latency."""
     s = settings(uuid.uuid4().hex[:8], workdir / name)
-    s.data_dir.mkdir(parents=True, exist_ok=True)
+    s.paths.data_dir.mkdir(parents=True, exist_ok=True)
     create_topics(s)
     fleet = Fleet(s, devices)
     prepare_session(s)
     now = int(time.time() * 1000)
     publish(s, [fleet.envelope(i, now) for i in range(drain)])
-    proc = start(s.as_env(), s.data_dir / "pipeline.log")
+    proc = start(s.as_env(), s.paths.data_dir / "pipeline.log")
     try:
         wait_end(s, drain, 600)
         n_rate = int(rate * seconds)

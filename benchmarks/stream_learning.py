@@ -24,14 +24,14 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.results import save
-from citygrid.edge.profiles import load_profiles
-from citygrid.local_servers import repo_root
-from citygrid.processes import spawn, stop
+from citygrid.devtools.local_servers import repo_root
+from citygrid.devtools.processes import spawn, stop
 from citygrid.reading import Reading, SignedReading, sign_reading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
+from citygrid.sim.profiles import load_profiles
+from citygrid.stream.kafka_topics import ensure_topics, read_topic, topic_end
 from citygrid.stream.learning import LiveStates, learn_batch, new_state, process
-from citygrid.stream.topics import ensure_topics, read_topic, topic_end
 
 T0 = 1_750_000_000_000
 
@@ -87,26 +87,27 @@ def in_faust(records: list[tuple[bytes, bytes]], s: CitygridSettings) -> float:
     """Readings/s of a worker process learning a preloaded topic."""
     admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap)
     try:
-        admin.create_topics([NewTopic(s.stream.forecasts_topic, s.kafka.partitions, 1,
+        admin.create_topics([NewTopic(s.kafka.forecasts_topic, s.kafka.partitions, 1,
                                       topic_configs={"message.timestamp.type": "LogAppendTime"})])
     finally:
         admin.close()
-    ensure_topics(s.kafka, [s.kafka.readings_topic, s.kafka.stats_topic, s.stream.alerts_topic])
+    ensure_topics(s.kafka, [s.kafka.readings_topic, s.kafka.stats_topic, s.kafka.alerts_topic])
     producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, linger_ms=20, batch_size=512 * 1024)
     for k, v in records:
         producer.send(s.kafka.readings_topic, key=k, value=v)
     producer.flush(60)
     producer.close()
-    proc = spawn(["stream", "worker"], s.as_env(), s.data_dir / "worker.log")
+    proc = spawn(["stream", "worker"], s.as_env(), s.paths.data_dir / "worker.log")
     try:
         deadline = time.monotonic() + 900
-        while topic_end(s.kafka, s.stream.forecasts_topic) < len(records):
+        while topic_end(s.kafka, s.kafka.forecasts_topic) < len(records):
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"the worker did not learn every reading; see {s.data_dir / 'worker.log'}")
+                raise RuntimeError("the worker did not learn every reading; see "
+                                   f"{s.paths.data_dir / 'worker.log'}")
             time.sleep(1)
     finally:
         stop(proc)
-    stamps = np.array(sorted(r.timestamp for r in read_topic(s.kafka, s.stream.forecasts_topic, 120)))
+    stamps = np.array(sorted(r.timestamp for r in read_topic(s.kafka, s.kafka.forecasts_topic, 120)))
     return (len(stamps) - 1) / max((stamps[-1] - stamps[0]) / 1000, 1e-3)
 
 

@@ -1,22 +1,37 @@
-"""The `citygrid` command: one subcommand group per part of the platform."""
+"""The `citygrid` command: one subcommand group per part of the platform.
+
+The parts' commands are found by module name and loaded only where their extra
+is installed (a device has only [edge]), so core imports none of the parts.
+A group may collect commands from several modules: `citygrid edge run` is the
+device runtime, `citygrid edge deploy` the operator's tool, `citygrid edge
+train` the simulator's.
+"""
 
 from __future__ import annotations
 
 import importlib
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from citygrid import local_servers
 from citygrid.observability import configure_logging
-from citygrid.settings import get_settings
 
 app = typer.Typer(help="citygrid: signed IoT readings from edge to ledger.", no_args_is_help=True)
-servers = typer.Typer(help="The local real servers: Mosquitto, Kafka, the dev chain.",
-                      no_args_is_help=True)
-app.add_typer(servers, name="servers")
-console = Console()
+
+# group → (help, [(module, its Typer attribute, the extra it needs)]); "" puts commands at the top level.
+GROUPS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
+    "": ("", [("citygrid.devtools.cli", "app", "dev")]),
+    "servers": ("The local real servers: Mosquitto, Kafka, the dev chain, Prometheus.",
+                [("citygrid.devtools.cli", "servers", "dev")]),
+    "edge": ("Edge devices: keys, the agent, models, deployment.",
+             [("citygrid.edge.cli", "app", "edge"), ("citygrid.sim.cli", "edge", "sim"),
+              ("citygrid.ops.cli", "edge", "ops")]),
+    "stream": ("Stream layer: MQTT→Kafka ingest, Faust workers.",
+               [("citygrid.stream.cli", "app", "stream"), ("citygrid.sim.cli", "stream", "sim")]),
+    "traffic": ("Traffic closed loop: signal advice from forecast flows.",
+                [("citygrid.stream.traffic.cli", "app", "stream"), ("citygrid.sim.cli", "traffic", "sim")]),
+    "ledger": ("Ledger: anchoring, proofs, settlement.", [("citygrid.ledger.cli", "app", "ledger")]),
+    "dashboards": ("Grafana dashboards as code.", [("citygrid.dashboards.cli", "app", "ops")]),
+}
 
 
 @app.callback()
@@ -25,48 +40,29 @@ def _main(log_level: str = typer.Option("INFO", help="Log level."),
     configure_logging(log_level, json_logs)
 
 
-@servers.command("up")
-def servers_up(only: list[str] = typer.Option(None, help="mosquitto, kafka or chain")) -> None:
-    """Start the local servers (those already running are reused)."""
-    started = local_servers.up(get_settings(), only or None)
-    console.print(f"started: {', '.join(started) or 'none (all were running)'}")
-
-
-@servers.command("down")
-def servers_down(only: list[str] = typer.Option(None, help="mosquitto, kafka or chain")) -> None:
-    """Stop the local servers."""
-    local_servers.down(get_settings(), only or None)
-
-
-@servers.command("status")
-def servers_status() -> None:
-    """Which local servers answer."""
-    table = Table("server", "up")
-    for name, ok in local_servers.status(get_settings()).items():
-        table.add_row(name, "[green]yes[/]" if ok else "[red]no[/]")
-    console.print(table)
-
-
-@app.command()
-def demo(devices: int = typer.Option(6, help="Simulated meters and PV inverters."),
-         steps: int = typer.Option(16, help="15-minute steps each device replays."),
-         keep_servers: bool = typer.Option(False, help="Leave the servers running.")) -> None:
-    """Run the local platform end to end on real SimBench profiles and report what happened."""
-    from citygrid.demo import run_demo
-
-    raise typer.Exit(run_demo(get_settings(), devices, steps, keep_servers, console))
-
-
-# Each part's commands load only where its extra is installed (a device has only [edge]).
-for _name, _module_name, _extra in (
-    ("edge", "citygrid.edge.cli", "edge"), ("stream", "citygrid.stream.cli", "stream"),
-    ("ledger", "citygrid.ledger.cli", "ledger"), ("dashboards", "citygrid.dashboards.cli", "ops"),
-    ("traffic", "citygrid.stream.traffic_cli", "stream,sim"),
-):
+def _load(module_name: str, attr: str) -> typer.Typer | str:
+    """The module's Typer, or the name of the missing package that keeps it from importing."""
     try:
-        _module = importlib.import_module(_module_name)
-    except ImportError as _exc:
-        app.add_typer(typer.Typer(help=f"(needs `pip install citygrid[{_extra}]`: {_exc.name} missing)"),
-                      name=_name)
-    else:
-        app.add_typer(_module.app, name=_name)
+        return getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        return exc.name or module_name
+
+
+def _build() -> None:
+    for group, (help_text, sources) in GROUPS.items():
+        target = app if not group else typer.Typer(help=help_text, no_args_is_help=True)
+        missing = []
+        for module_name, attr, extra in sources:
+            loaded = _load(module_name, attr)
+            if isinstance(loaded, str):
+                missing.append(f"`pip install citygrid[{extra}]` for more: {loaded} missing")
+                continue
+            target.registered_commands.extend(loaded.registered_commands)
+            target.registered_groups.extend(loaded.registered_groups)
+        if group:
+            if missing:
+                target.info.help = f"{help_text} ({'; '.join(missing)})"
+            app.add_typer(target, name=group)
+
+
+_build()

@@ -55,3 +55,27 @@ class OutOfRange(ReadingRejected):
 
 class ConfigError(CitygridError):
     """Configuration or key material is missing or unusable."""
+
+
+class CommandRejected(CitygridError):
+    """A command to a device (signal advice, model update) that the device must not act on."""
+
+    reason = "rejected"
+
+
+class AdviceRejected(CommandRejected):
+    """A command on an intersection's topic is not usable signal advice for it; the light keeps its plan."""
+
+    reason = "bad_advice"
+
+
+class ModelUpdateRejected(CommandRejected):
+    """A model update failed its signature, hash or version check and was not installed."""
+
+    reason = "bad_model_update"
+
+
+class RecordRejected(CitygridError):
+    """A record on a Kafka topic (forecast, alert, order, trade) that does not match its schema."""
+
+    reason = "malformed"

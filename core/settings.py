@@ -6,15 +6,85 @@ configures ports, topics and endpoints in exactly one place.
 
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The online forecasters (citygrid.stream.forecasting.MODELS) and anomaly detectors
+# (citygrid.stream.anomaly.DETECTORS) by name; a unit test keeps these lists and the registries equal.
+ForecastModel = Literal["river_linear", "persistence", "seasonal_naive"]
+AnomalyDetector = Literal["gaussian_residual", "half_space_trees"]
 
 
-class MqttSettings(BaseModel):
+def _comma_list(value: object) -> object:
+    """A list setting may be given as "a,b,c" in an environment variable, or as a JSON list."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            return json.loads(value)
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class _Section(BaseModel):
+    # A misspelt setting inside a section is an error at start, not a silently ignored default.
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class PathSettings(_Section):
+    """Where a process keeps its state and finds cached data; derived files live under data_dir."""
+
+    data_dir: Path = Path(".run")
+    cache_dir: Path = Path(".cache")  # downloaded data and tools: SimBench, SUMO scenarios, Kafka jars
+    device_registry: Path | None = None  # default <data_dir>/devices.json
+    keystore: Path | None = None  # default <data_dir>/keystore.json
+    models_dir: Path | None = None  # default <data_dir>/models
+
+    @model_validator(mode="after")
+    def _derive(self) -> PathSettings:
+        # Absolute from the start: child processes and servers run in other working directories.
+        for name in ("data_dir", "cache_dir", "device_registry", "keystore", "models_dir"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, getattr(self, name).absolute())
+        d = self.data_dir
+        for name, default in (("device_registry", d / "devices.json"), ("keystore", d / "keystore.json"),
+                              ("models_dir", d / "models")):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        return self
+
+    @classmethod
+    def under(cls, data_dir: Path, cache_dir: Path | None = None) -> PathSettings:
+        """Every state path under `data_dir` (the cache kept unless given)."""
+        return cls(data_dir=data_dir, **({"cache_dir": cache_dir} if cache_dir else {}))
+
+    @property
+    def anchor_store(self) -> Path:
+        """The anchorer's SQLite store of batches and leaves."""
+        return self.data_dir / "anchors.sqlite"
+
+    @property
+    def settlement_store(self) -> Path:
+        """The settler's SQLite store of settled intervals."""
+        return self.data_dir / "settlements.sqlite"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Logs of child processes started by the demo."""
+        return self.data_dir / "logs"
+
+    @property
+    def servers_dir(self) -> Path:
+        """Local servers' pid files, configuration and data."""
+        return self.data_dir / "servers"
+
+
+class MqttSettings(_Section):
     """Where the MQTT broker is and how readings are addressed on it."""
 
     host: str = "127.0.0.1"
@@ -24,22 +94,26 @@ class MqttSettings(BaseModel):
     readings_topic: str = "citygrid/readings"
     commands_topic: str = "citygrid/commands"
     ingest_client_id: str = "citygrid-ingest"
-    qos: int = 1
+    qos: int = Field(default=1, ge=0, le=2)
 
 
-class KafkaSettings(BaseModel):
-    """Kafka bootstrap address and the topic names every process agrees on."""
+class KafkaSettings(_Section):
+    """Kafka bootstrap address and the topic names every process agrees on (see citygrid.topics)."""
 
     bootstrap: str = "127.0.0.1:19092"
     readings_topic: str = "readings"
     dead_letter_topic: str = "readings.dead"
     stats_topic: str = "device.stats"
-    partitions: int = 4
+    forecasts_topic: str = "forecasts"
+    alerts_topic: str = "alerts"
+    orders_topic: str = "market.orders"
+    trades_topic: str = "trades"
+    partitions: int = Field(default=4, ge=1)
     stream_app_id: str = "citygrid-stream"
     anchor_group: str = "citygrid-anchorer"
 
 
-class ChainSettings(BaseModel):
+class ChainSettings(_Section):
     """The Substrate node to anchor on, and the signer's secret URI.
 
     The default signer is the well-known development account //Alice, which
@@ -48,11 +122,13 @@ class ChainSettings(BaseModel):
     """
 
     url: str = "ws://127.0.0.1:8011"
-    port: int = 8011
+    port: int = 8011  # where the local dev chain listens (citygrid servers up)
     signer_uri: str = Field(default="//Alice", repr=False)
+    # The dev chain's genesis (raw chain spec); default: ../shared/chain/ beside the checkout.
+    genesis: Path | None = None
 
 
-class AnchorSettings(BaseModel):
+class AnchorSettings(_Section):
     """How readings are grouped into Merkle batches."""
 
     interval_s: int = 900
@@ -60,39 +136,40 @@ class AnchorSettings(BaseModel):
     max_batch: int = 1_000_000
 
 
-class MarketSettings(BaseModel):
+class MarketSettings(_Section):
     """The per-interval energy double auction (prices in planck per Wh, energy in Wh)."""
 
     interval_s: int = 900
     gate_s: float = 5.0
     tick_s: float = 1.0
     grid_fee: int = 100_000
-    mechanism: str = "pay_as_clear"
-    orders_topic: str = "market.orders"
-    trades_topic: str = "trades"
+    mechanism: Literal["pay_as_clear", "pay_as_bid"] = "pay_as_clear"
     # JSON: {"participants": {name: {"buy_limit", "sell_limit", "devices": [device ids]}}}; unset, no
     # forecast turns into an order (participants then send their own orders to orders_topic).
     participants_file: Path | None = None
 
 
-class SettlementSettings(BaseModel):
-    """Settling cleared trades on chain: who signs, where participants' keys live.
+class SettlementSettings(_Section):
+    """Settling cleared trades on chain: where participants' keys live, which asset pays.
 
     Every buyer approves the settler an allowance of the payment asset (assets.approve_transfer),
-    so one batch_all per interval moves every buyer's payment atomically. Secrets come
-    from the keystore file or CITYGRID_SETTLEMENT__SETTLER_URI, never from the repository.
+    so one batch_all per interval moves every buyer's payment atomically. The settler signs with
+    the chain signer (CITYGRID_CHAIN__SIGNER_URI) unless the keystore holds a "settler" entry;
+    secrets never come from the repository.
     """
 
-    settler_uri: str = Field(default="", repr=False)
     grid_operator: str = ""
     asset_id: int = 4242  # the Asset Hub asset trades are paid in
     allowance: int = 10**18  # what `citygrid ledger authorize` lets the settler spend per buyer
-    keystore: Path = Path(".run/keystore.json")
     group: str = "citygrid-settler"
     max_trades_per_extrinsic: int = 500  # ≈546 fit a block by weight (benchmarks.ledger_settle)
+    # Participants' secret URIs by name (JSON), for keys kept in a Secret rather than the keystore file.
+    participant_keys: dict[str, str] = Field(default_factory=dict, repr=False)
+    # Test hook: the settler kills itself at this step ("after_submit", …) to prove crash safety.
+    crash_at: str = ""
 
 
-class GrafanaSettings(BaseModel):
+class GrafanaSettings(_Section):
     """Where `citygrid dashboards push` provisions dashboards, and the Prometheus Grafana should query.
 
     Set CITYGRID_GRAFANA__TOKEN (a service-account token) or user and password from a secret store.
@@ -107,37 +184,41 @@ class GrafanaSettings(BaseModel):
     timeout_s: float = 10.0
 
 
-class PrometheusSettings(BaseModel):
+class PrometheusSettings(_Section):
     """The local Prometheus that scrapes the local platform's processes (demo and tests)."""
 
     port: int = 19090
     scrape_interval_s: int = 5
 
 
-class StreamSettings(BaseModel):
-    """The stream layer's outputs, online models and ingest replay protection."""
+class StreamSettings(_Section):
+    """The stream layer's online models, batching and ingest replay protection."""
 
-    forecasts_topic: str = "forecasts"
-    alerts_topic: str = "alerts"
-    model: str = "river_linear"  # a name in citygrid.stream.forecasting.MODELS
+    model: ForecastModel = "river_linear"
     energy_step_s: int = 900  # SimBench's quarter-hours
     energy_season_steps: int = 96  # one day
-    traffic_kinds: str = "traffic"  # comma-separated reading kinds forecast as traffic counts
+    # Reading kinds forecast as traffic counts (a list, or "a,b" in the environment).
+    traffic_kinds: Annotated[list[str], NoDecode] = ["traffic"]
     traffic_step_s: int = 60
     traffic_season_steps: int = 15  # one SUMO demand period, not a day: the runs are short
-    anomaly_detector: str = "gaussian_residual"  # or "half_space_trees" (set a threshold near 0.95)
+    anomaly_detector: AnomalyDetector = "gaussian_residual"  # half_space_trees: threshold near 0.95
     anomaly_threshold: float = 0.99999
     anomaly_warmup: int = 96
     batch_max: int = 500  # readings a worker learns per table checkpoint
     batch_within_s: float = 0.2
     ingest_replay_tail: int = 200_000  # records per readings partition re-read at ingest start
     # Live feeder (energy) and intersection (traffic) forecasts: one group per district and kind.
-    aggregate_energy_kinds: str = "meter,pv"  # comma-separated kinds summed per feeder
+    aggregate_energy_kinds: Annotated[list[str], NoDecode] = ["meter", "pv"]  # kinds summed per feeder
     # An interval closes once every member reported a later one, or this many intervals passed.
     aggregate_max_lag_steps: int = 8
 
+    @field_validator("traffic_kinds", "aggregate_energy_kinds", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _comma_list(value)
 
-class EdgeSettings(BaseModel):
+
+class EdgeSettings(_Section):
     """The edge agent: its outbox's disk budget, its models and whom it trusts for model updates.
 
     Outbox policy when full: "drop_oldest" deletes the oldest unsent readings (counted in
@@ -146,18 +227,17 @@ class EdgeSettings(BaseModel):
     """
 
     outbox_max_bytes: int = 64 * 1024 * 1024
-    outbox_full_policy: str = "drop_oldest"
+    outbox_full_policy: Literal["drop_oldest", "refuse"] = "drop_oldest"
     # NORMAL survives a killed process (WAL); FULL also survives power loss, at a write cost.
-    outbox_synchronous: str = "NORMAL"
+    outbox_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     max_inflight: int = 1000
-    models_dir: Path = Path(".run/models")
     model_updates_topic: str = "citygrid/models"
     # Hex ed25519 public key of the operator who signs model updates; empty refuses all updates.
     operator_public_key: str = ""
     intra_op_threads: int = 1
 
 
-class TrafficSettings(BaseModel):
+class TrafficSettings(_Section):
     """The traffic closed loop: how intersections are advised and what bounds they keep regardless.
 
     The bounds are enforced on the intersection itself, so a wrong or malicious advice can never
@@ -184,12 +264,12 @@ class CitygridSettings(BaseSettings):
         env_prefix="CITYGRID_",
         env_nested_delimiter="__",
         env_file=".env",
-        extra="ignore",
+        # A CITYGRID_* variable that names no setting is an error at start, not silently ignored.
+        extra="forbid",
     )
 
-    data_dir: Path = Path(".run")
-    device_registry: Path = Path(".run/devices.json")
-    metrics_port: int = 0
+    paths: PathSettings = PathSettings()
+    metrics_port: int = Field(default=0, ge=0, le=65535)
     # 0.0.0.0 inside a Kubernetes pod so Prometheus can scrape it; loopback on a workstation.
     metrics_host: str = "127.0.0.1"
     mqtt: MqttSettings = MqttSettings()
@@ -212,7 +292,8 @@ class CitygridSettings(BaseSettings):
             if isinstance(value, dict):
                 for sub, v in value.items():
                     if v is not None:
-                        env[f"CITYGRID_{name.upper()}__{sub.upper()}"] = str(v)
+                        env[f"CITYGRID_{name.upper()}__{sub.upper()}"] = (
+                            json.dumps(v) if isinstance(v, list | dict) else str(v))
             else:
                 env[f"CITYGRID_{name.upper()}"] = str(value)
         return env

@@ -16,14 +16,16 @@ import structlog
 from prometheus_client import Counter
 
 from citygrid.edge.drivers import Driver
-from citygrid.edge.errors import ModelError, ModelUpdateRejected
+from citygrid.edge.errors import ModelError
 from citygrid.edge.inference import Scorer
 from citygrid.edge.model_update import ModelStore
 from citygrid.edge.outbox_sender import OutboxSender
-from citygrid.edge.publisher import Publisher, readings_topic
 from citygrid.edge.store_forward import Outbox
+from citygrid.errors import ModelUpdateRejected
+from citygrid.mqtt import Publisher
 from citygrid.reading import ModelOutput, Reading, SignedReading, sign_reading
 from citygrid.signing import DeviceKey
+from citygrid.topics import readings_topic
 
 log = structlog.get_logger(__name__)
 SIGNED = Counter("citygrid_edge_readings_signed_total", "Readings measured, scored and signed")
@@ -95,7 +97,7 @@ class EdgeAgent:
         (unsent readings stay on disk for the next run)."""
         if self.outbox is None:
             return self._run_direct(limit)
-        topic = readings_topic(self.publisher.settings, self.district, self.key.device_id)
+        topic = readings_topic(self.publisher.settings.readings_topic, self.district, self.key.device_id)
         sender = OutboxSender(self.outbox, self.publisher, self.max_inflight)
         stop = threading.Event()
         thread = threading.Thread(target=sender.run, args=(stop,), name="outbox-sender", daemon=True)
@@ -122,7 +124,7 @@ class EdgeAgent:
         return made
 
     def _run_direct(self, limit: int | None) -> int:
-        topic = readings_topic(self.publisher.settings, self.district, self.key.device_id)
+        topic = readings_topic(self.publisher.settings.readings_topic, self.district, self.key.device_id)
         pending = []
         sent = 0
         for ts_ms, values in self.driver.measurements():

@@ -17,13 +17,7 @@ class ModelError(EdgeError):
     """An ONNX model could not be loaded or run."""
 
 
-class ModelUpdateRejected(EdgeError):
-    """A model update failed its signature, hash or version check and was not installed."""
-
-
 class OutboxFull(EdgeError):
     """The outbox reached its disk budget and its policy is to refuse new readings."""
 
 
-class DeployError(EdgeError):
-    """Installing or upgrading the agent on a device failed (the device was rolled back)."""

@@ -2,7 +2,7 @@
 
 A model carries its own contract in the ONNX metadata (name, version, the
 reading value it reads, its feature list and output names), written by
-`citygrid.edge.train_models`, so the agent needs no side file to know how to
+`citygrid.sim.train_models`, so the agent needs no side file to know how to
 feed it and every reading says which model version scored it.
 """
 

@@ -16,63 +16,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-import msgpack
 import structlog
 from prometheus_client import Counter
 
-from citygrid.edge.errors import ModelError, ModelUpdateRejected
+from citygrid.commands import open_model_update
+from citygrid.edge.errors import ModelError
 from citygrid.edge.inference import OnnxModel
-from citygrid.errors import BadSignature
-from citygrid.signing import DeviceKey, verify_signature
+from citygrid.errors import ModelUpdateRejected
 
 log = structlog.get_logger(__name__)
 UPDATES = Counter("citygrid_edge_model_updates_total", "Model updates received, by outcome", ["outcome"])
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """What the operator signs about one model file."""
-
-    name: str
-    version: str
-    serial: int
-    sha256: str
-
-    def encode(self) -> bytes:
-        """Canonical bytes (msgpack, sorted keys) that the signature covers."""
-        return msgpack.packb({"name": self.name, "serial": self.serial, "sha256": self.sha256,
-                              "version": self.version})
-
-
-def sign_update(onnx: bytes, name: str, version: str, serial: int, operator: DeviceKey) -> bytes:
-    """The MQTT payload of a model update, signed by the operator."""
-    manifest = Manifest(name, version, serial, hashlib.sha256(onnx).hexdigest()).encode()
-    return msgpack.packb({"m": manifest, "s": operator.sign(manifest), "o": onnx})
-
-
-def open_update(payload: bytes, operator_public_key: bytes) -> tuple[Manifest, bytes]:
-    """Check an update's signature and hash; return its manifest and ONNX bytes or refuse it."""
-    if not operator_public_key:
-        raise ModelUpdateRejected("no operator key configured (CITYGRID_EDGE__OPERATOR_PUBLIC_KEY); "
-                                  "this device accepts no model updates")
-    try:
-        raw = msgpack.unpackb(payload, raw=False)
-        m_bytes, sig, onnx = raw["m"], raw["s"], raw["o"]
-        verify_signature(operator_public_key, m_bytes, sig)
-        m = msgpack.unpackb(m_bytes, raw=False)
-        manifest = Manifest(str(m["name"]), str(m["version"]), int(m["serial"]), str(m["sha256"]))
-    except BadSignature as exc:
-        raise ModelUpdateRejected("model update is not signed by the trusted operator key") from exc
-    except (ValueError, KeyError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-            msgpack.StackError) as exc:
-        raise ModelUpdateRejected(f"model update is not a citygrid update envelope: {exc}") from exc
-    if hashlib.sha256(onnx).hexdigest() != manifest.sha256:
-        raise ModelUpdateRejected(f"model {manifest.name} {manifest.version}: bytes do not match the "
-                                  "signed SHA-256; resend the update")
-    return manifest, onnx
 
 
 class ModelStore:
@@ -122,7 +77,7 @@ class ModelStore:
     def apply(self, payload: bytes) -> OnnxModel:
         """Verify an update, install it and make it current; on any failure keep the current model."""
         try:
-            manifest, onnx = open_update(payload, self.operator_public_key)
+            manifest, onnx = open_model_update(payload, self.operator_public_key)
             serial = self._state().get("serial", -1)
             if manifest.serial <= serial:
                 raise ModelUpdateRejected(f"model serial {manifest.serial} is not newer than the installed "

@@ -16,8 +16,8 @@ from collections import deque
 import structlog
 from prometheus_client import Counter, Gauge
 
-from citygrid.edge.publisher import Publisher
 from citygrid.edge.store_forward import Outbox
+from citygrid.mqtt import Publisher
 
 log = structlog.get_logger(__name__)
 ACKED = Counter("citygrid_edge_readings_acked_total", "Readings the broker acknowledged (QoS 1)")

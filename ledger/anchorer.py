@@ -72,7 +72,7 @@ class Anchorer:
     def from_settings(cls, s: CitygridSettings) -> Anchorer:
         """Open the store and the chain connection named by the settings."""
         return cls(
-            s, AnchorStore(s.data_dir / "anchors.sqlite"), ChainClient(s.chain.url),
+            s, AnchorStore(s.paths.anchor_store), ChainClient(s.chain.url),
             Keypair.create_from_uri(s.chain.signer_uri),
         )
 

@@ -52,9 +52,9 @@ def proof(device: str, seq: int,
 
     s = get_settings()
     try:
-        key = DeviceRegistry.load(s.device_registry).public_key(device)
+        key = DeviceRegistry.load(s.paths.device_registry).public_key(device)
         chain = ChainClient(s.chain.url) if offline else None
-        bundle = build_bundle(AnchorStore(s.data_dir / "anchors.sqlite"), device, seq, key, chain)
+        bundle = build_bundle(AnchorStore(s.paths.anchor_store), device, seq, key, chain)
     except (CitygridError, KeyError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
@@ -110,7 +110,7 @@ def status(check_chain: bool = typer.Option(False, help="Read each anchored root
     from citygrid.ledger.anchor_store import AnchorStore
 
     s = get_settings()
-    store = AnchorStore(s.data_dir / "anchors.sqlite")
+    store = AnchorStore(s.paths.anchor_store)
     table = Table("batch", "interval start (ms)", "readings", "root", "block", "on chain")
     try:
         chain, anchorer = None, "0x" + Keypair.create_from_uri(s.chain.signer_uri).public_key.hex()
@@ -143,7 +143,7 @@ def _settler(s: CitygridSettings) -> Settler:
     from citygrid.ledger.settlement import Settler
     from citygrid.ledger.settlement_store import SettlementStore
 
-    keystore = Keystore.load(s.settlement.keystore)
+    keystore = Keystore.load(s.paths.keystore)
     if s.settlement.settler_uri:
         try:
             settler = Keypair.create_from_uri(s.settlement.settler_uri)
@@ -151,7 +151,7 @@ def _settler(s: CitygridSettings) -> Settler:
             raise KeystoreError("CITYGRID_SETTLEMENT__SETTLER_URI is not a valid secret URI") from exc
     else:
         settler = keystore.keypair("settler")
-    return Settler(ChainClient(s.chain.url), SettlementStore(s.data_dir / "settlements.sqlite"), keystore,
+    return Settler(ChainClient(s.chain.url), SettlementStore(s.paths.settlement_store), keystore,
                    settler, s.settlement.grid_operator or "grid", s.settlement.asset_id)
 
 
@@ -163,7 +163,7 @@ def settle(trades_file: Path = typer.Option(None, "--trades", help="JSON list of
 
     from pydantic import TypeAdapter
 
-    from citygrid.stream.market.orders import Trade
+    from citygrid.market import Trade
 
     s = get_settings()
     try:

@@ -34,7 +34,7 @@ from citygrid.ledger.chain import ChainClient, Inclusion, extrinsic_hash
 from citygrid.ledger.errors import ExtrinsicFailed, KeystoreError, SettlementError
 from citygrid.ledger.keystore import Keystore
 from citygrid.ledger.settlement_store import Settlement, SettlementStore
-from citygrid.stream.market.orders import Trade
+from citygrid.market import Trade
 
 log = structlog.get_logger(__name__)
 

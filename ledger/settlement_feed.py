@@ -18,8 +18,8 @@ from kafka import KafkaConsumer
 
 from citygrid.ledger.errors import SettlementError
 from citygrid.ledger.settlement import Settler
+from citygrid.market import Trade
 from citygrid.settings import CitygridSettings
-from citygrid.stream.market.orders import Trade
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +27,7 @@ log = structlog.get_logger(__name__)
 def run_feed(settler: Settler, s: CitygridSettings, stop: threading.Event, idle_s: float = 2.0) -> None:
     """Consume trades and settle each complete interval until `stop` is set."""
     consumer = KafkaConsumer(
-        s.market.trades_topic, bootstrap_servers=s.kafka.bootstrap, group_id=s.settlement.group,
+        s.kafka.trades_topic, bootstrap_servers=s.kafka.bootstrap, group_id=s.settlement.group,
         enable_auto_commit=False, auto_offset_reset="earliest",
     )
     open_: dict[int, dict[str, Trade]] = defaultdict(dict)

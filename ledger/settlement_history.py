@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from citygrid.ledger.chain import ChainClient, Inclusion
 from citygrid.ledger.settlement_store import Settlement
-from citygrid.stream.market.orders import Trade
+from citygrid.market import Trade
 
 
 @dataclass(frozen=True)

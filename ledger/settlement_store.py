@@ -16,7 +16,7 @@ from pathlib import Path
 
 from citygrid.ledger.chain import Inclusion
 from citygrid.ledger.errors import SettlementError
-from citygrid.stream.market.orders import Trade
+from citygrid.market import Trade
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS settlements (

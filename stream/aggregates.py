@@ -26,7 +26,7 @@ from citygrid.settings import StreamSettings
 from citygrid.stream.errors import ModelStateError
 from citygrid.stream.forecasting import MODELS, SeriesState, observe
 from citygrid.stream.learning import decode_versioned, domain_of, encode_versioned, pick_value
-from citygrid.stream.topics import DISTRICT_HEADER
+from citygrid.topics import DISTRICT_HEADER
 
 log = structlog.get_logger(__name__)
 
@@ -40,15 +40,11 @@ CLOSED = Counter("citygrid_stream_aggregate_intervals_total", "Group intervals c
                  ["scope"])
 
 
-def _kinds(csv: str) -> set[str]:
-    return {k.strip() for k in csv.split(",") if k.strip()}
-
-
 def scope_of(kind: str, s: StreamSettings) -> str | None:
     """'feeder' for the aggregated energy kinds, 'intersection' for traffic kinds, else None."""
     if domain_of(kind, s) == "traffic":
         return "intersection"
-    return "feeder" if kind in _kinds(s.aggregate_energy_kinds) else None
+    return "feeder" if kind in s.aggregate_energy_kinds else None
 
 
 def group_key(scope: str, district: str, kind: str) -> bytes:

@@ -70,8 +70,8 @@ def make_app(s: CitygridSettings) -> faust.App:
             for key, encoded in latest.items():
                 stats_table[key] = encoded
 
-    forecasts_topic = app.topic(s.stream.forecasts_topic, key_type=bytes, value_type=bytes)
-    alerts_topic = app.topic(s.stream.alerts_topic, key_type=bytes, value_type=bytes)
+    forecasts_topic = app.topic(s.kafka.forecasts_topic, key_type=bytes, value_type=bytes)
+    alerts_topic = app.topic(s.kafka.alerts_topic, key_type=bytes, value_type=bytes)
     # use_partitioner: a batch mixes partitions, and the producer's murmur2 partitioner puts
     # each device's changelog record on its readings partition (the ingest keys by device too).
     models_table = app.Table("device-models", value_type=bytes, key_type=bytes, use_partitioner=True)

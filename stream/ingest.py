@@ -25,8 +25,9 @@ from citygrid.errors import ReadingRejected, UnknownDevice
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceRegistry
-from citygrid.stream.topics import DISTRICT_HEADER, read_tail
+from citygrid.stream.kafka_topics import read_tail
 from citygrid.stream.validation import IngestValidator, ReplayWindow
+from citygrid.topics import DISTRICT_HEADER, parse_readings_topic, readings_filter
 
 log = structlog.get_logger(__name__)
 
@@ -72,11 +73,6 @@ def _mqtt_client(settings: CitygridSettings, client_id: str, manual_ack: bool) -
     return client
 
 
-def readings_filter(settings: CitygridSettings) -> str:
-    """The MQTT topic filter covering every district's and device's readings."""
-    return f"{settings.mqtt.readings_topic}/+/+"
-
-
 def prepare_session(settings: CitygridSettings) -> None:
     """Create the ingest's persistent MQTT session and subscription, then leave.
 
@@ -85,7 +81,7 @@ def prepare_session(settings: CitygridSettings) -> None:
     """
     client = _mqtt_client(settings, settings.mqtt.ingest_client_id, manual_ack=False)
     subscribed = threading.Event()
-    client.on_connect = lambda c, *_: c.subscribe(readings_filter(settings), qos=1)
+    client.on_connect = lambda c, *_: c.subscribe(readings_filter(settings.mqtt.readings_topic), qos=1)
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=30)
     client.loop_start()
@@ -97,18 +93,12 @@ def prepare_session(settings: CitygridSettings) -> None:
         client.loop_stop()
 
 
-def district_of(topic: str) -> str:
-    """The district part of a readings topic `{readings_topic}/<district>/<device>`."""
-    parts = topic.rsplit("/", 2)
-    return parts[-2] if len(parts) == 3 else ""
-
-
 class Ingest:
     """One ingest process."""
 
     def __init__(self, settings: CitygridSettings) -> None:
         self.settings = settings
-        self.registry_path = Path(settings.device_registry)
+        self.registry_path = Path(settings.paths.device_registry)
         self._registry_mtime = 0.0
         self.validator = IngestValidator(self._load_registry())
         restored = restore_window(self.validator.window, settings)
@@ -133,7 +123,7 @@ class Ingest:
         if reason_code.is_failure:
             log.error("mqtt_connect_refused", reason=str(reason_code))
             return
-        client.subscribe(readings_filter(self.settings), qos=1)
+        client.subscribe(readings_filter(self.settings.mqtt.readings_topic), qos=1)
         log.info("ingest_subscribed", session_present=flags.session_present)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
@@ -165,13 +155,15 @@ class Ingest:
             fut.add_callback(lambda _: self.client.ack(mid, qos))
             fut.add_errback(self._fail)
             return
+        parsed = parse_readings_topic(self.settings.mqtt.readings_topic, topic)
+        district = parsed[0] if parsed else ""
         try:
             # Blocks (up to max_block_ms) while the producer's buffer is full: back-pressure on
             # the MQTT loop, so the broker keeps what we cannot take yet.
             # The district (feeder or intersection) is only in the MQTT topic: keep it for the workers.
             fut = self.producer.send(
                 self.settings.kafka.readings_topic, key=reading.device.encode(), value=payload,
-                headers=[(DISTRICT_HEADER, district_of(topic).encode())],
+                headers=[(DISTRICT_HEADER, district.encode())],
             )
         except KafkaError as send_exc:
             self.validator.window.forget(reading.device, reading.seq)

@@ -57,7 +57,7 @@ class Outcome:
 
 def domain_of(kind: str, s: StreamSettings) -> str:
     """'traffic' for the configured traffic kinds, else 'energy'."""
-    return "traffic" if kind in {k.strip() for k in s.traffic_kinds.split(",")} else "energy"
+    return "traffic" if kind in s.traffic_kinds else "energy"
 
 
 def pick_value(reading: Reading) -> str | None:

@@ -1,7 +1,7 @@
 """Fixtures shared by the whole suite.
 
 Integration tests run against the real local servers (Mosquitto, Kafka, the dev
-chain), started once per session by `citygrid.local_servers` exactly as the demo
+chain), started once per session by `citygrid.devtools.local_servers` exactly as the demo
 starts them. If a server cannot start, the tests that need it error loudly.
 Each test gets its own topics, MQTT topic root and client ids, so tests never
 see each other's data even though the servers are shared.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from citygrid import local_servers
-from citygrid.settings import CitygridSettings
+from citygrid.devtools import local_servers
+from citygrid.settings import CitygridSettings, PathSettings
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +36,7 @@ def isolated_settings(data_dir: Path) -> CitygridSettings:
     tag = uuid.uuid4().hex[:10]
     base = CitygridSettings()
     return base.model_copy(update={
-        "data_dir": data_dir,
-        "device_registry": data_dir / "devices.json",
+        "paths": PathSettings.under(data_dir, base.paths.cache_dir),
         "mqtt": base.mqtt.model_copy(update={
             "readings_topic": f"t{tag}/readings", "commands_topic": f"t{tag}/commands",
             "ingest_client_id": f"ingest-{tag}",
@@ -45,17 +44,10 @@ def isolated_settings(data_dir: Path) -> CitygridSettings:
         "kafka": base.kafka.model_copy(update={
             "readings_topic": f"readings-{tag}", "dead_letter_topic": f"readings-{tag}.dead",
             "stats_topic": f"stats-{tag}", "stream_app_id": f"stream-{tag}",
-            "anchor_group": f"anchorer-{tag}",
+            "anchor_group": f"anchorer-{tag}", "forecasts_topic": f"forecasts-{tag}",
+            "alerts_topic": f"alerts-{tag}", "orders_topic": f"orders-{tag}", "trades_topic": f"trades-{tag}",
         }),
-        "stream": base.stream.model_copy(update={
-            "forecasts_topic": f"forecasts-{tag}", "alerts_topic": f"alerts-{tag}",
-        }),
-        "market": base.market.model_copy(update={
-            "orders_topic": f"orders-{tag}", "trades_topic": f"trades-{tag}",
-        }),
-        "settlement": base.settlement.model_copy(update={
-            "group": f"settler-{tag}", "keystore": data_dir / "keystore.json",
-        }),
+        "settlement": base.settlement.model_copy(update={"group": f"settler-{tag}"}),
     })
 
 
@@ -70,7 +62,7 @@ def live(servers: CitygridSettings, tmp_path: Path) -> CitygridSettings:
     """Isolated settings for a test on the real servers, with its Kafka topics created and the
     ingest's MQTT session prepared."""
     from citygrid.stream.ingest import prepare_session
-    from citygrid.stream.topics import ensure_topics
+    from citygrid.stream.kafka_topics import ensure_topics
 
     s = isolated_settings(tmp_path)
     ensure_topics(s.kafka, [s.kafka.readings_topic, s.kafka.dead_letter_topic, s.kafka.stats_topic])

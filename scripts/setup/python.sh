@@ -9,7 +9,7 @@ PY="${CITYGRID_PYTHON:-python3}"
 VENV="$ROOT/.venv"
 export PIP_CACHE_DIR="$CACHE/pip" PIP_DISABLE_PIP_VERSION_CHECK=1
 deps_want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
-src_want="$(cd "$ROOT" && find core edge stream ledger pyproject.toml -name '*.py' -o -name '*.toml' -o -name '*.onnx' -o -name '*.json' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+src_want="$(cd "$ROOT" && find core edge stream ledger dashboards sim ops devtools pyproject.toml -name '*.py' -o -name '*.toml' -o -name '*.onnx' -o -name '*.json' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
 # .dev/citygrid -> core: with PYTHONPATH=.dev the checkout's sources are imported
 # directly (scripts/test.sh does this), so no reinstall is needed while developing.
 mkdir -p "$ROOT/.dev"

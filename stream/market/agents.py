@@ -19,10 +19,10 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
+from citygrid.market import Mechanism, Order
 from citygrid.settings import CitygridSettings
 from citygrid.stream.market.auction import clear
 from citygrid.stream.market.book import IntervalBooks
-from citygrid.stream.market.orders import Mechanism, Order
 from citygrid.stream.market.participants import ForecastPositions, load_participants
 
 log = structlog.get_logger(__name__)
@@ -41,8 +41,8 @@ CLEARING_PRICE = Gauge("citygrid_market_clearing_price",
 def register_market(app: faust.App, s: CitygridSettings) -> IntervalBooks:
     """Declare the market's topics, agent and clearing timer on `app`; return the live books."""
     m = s.market
-    orders_topic = app.topic(m.orders_topic, key_type=bytes, value_type=bytes)
-    trades_topic = app.topic(m.trades_topic, key_type=bytes, value_type=bytes)
+    orders_topic = app.topic(s.kafka.orders_topic, key_type=bytes, value_type=bytes)
+    trades_topic = app.topic(s.kafka.trades_topic, key_type=bytes, value_type=bytes)
     books = IntervalBooks(m.interval_s * 1000)
 
     @app.agent(orders_topic)
@@ -63,7 +63,7 @@ def register_market(app: faust.App, s: CitygridSettings) -> IntervalBooks:
     positions = (ForecastPositions(load_participants(m.participants_file), m.interval_s)
                  if m.participants_file else None)
     if positions is not None:
-        forecasts_topic = app.topic(s.stream.forecasts_topic, key_type=bytes, value_type=bytes)
+        forecasts_topic = app.topic(s.kafka.forecasts_topic, key_type=bytes, value_type=bytes)
 
         @app.agent(forecasts_topic)
         async def orders_from_forecasts(stream: faust.Stream) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from citygrid.stream.market.orders import Mechanism, Order, Side, Trade, trade_id
+from citygrid.market import Mechanism, Order, Side, Trade, trade_id
 
 
 @dataclass(frozen=True)

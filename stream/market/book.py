@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from citygrid.stream.market.orders import Order, Side
+from citygrid.market import Order, Side
 
 
 def order_from_forecast(participant: str, interval_start_ms: int, net_wh: float, buy_limit: int,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
+from citygrid.market import Order
 from citygrid.stream.market.book import order_from_forecast
 from citygrid.stream.market.errors import ParticipantsConfigError
-from citygrid.stream.market.orders import Order
 
 # The reading kinds whose power is generation; every other energy kind (meters) is consumption.
 GENERATION_KINDS = frozenset({"pv"})

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linprog
 
-from citygrid.stream.market.orders import Order, Side
+from citygrid.market import Order, Side
 
 
 @dataclass(frozen=True)

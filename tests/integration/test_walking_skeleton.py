@@ -18,17 +18,17 @@ import pytest
 from polling import wait_until
 from prometheus_client import REGISTRY
 
-from citygrid.edge.fleet import provision, replay_fleet, send_bad_readings
-from citygrid.edge.publisher import Publisher, readings_topic
+from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.anchorer import Anchorer
 from citygrid.ledger.errors import ProofInvalid
 from citygrid.ledger.proofs import ProofBundle, build_bundle, verify_on_chain
-from citygrid.local_servers import repo_root
-from citygrid.processes import spawn, stop
+from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, SignedReading
 from citygrid.settings import CitygridSettings
+from citygrid.sim.fleet import provision, replay_fleet, send_bad_readings
 from citygrid.stream.ingest import Ingest
-from citygrid.stream.topics import read_topic, topic_end
+from citygrid.stream.kafka_topics import read_topic, topic_end
+from citygrid.topics import readings_topic
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,7 +42,7 @@ def test_signed_readings_travel_from_edge_to_chain_and_prove_inclusion(
 ) -> None:
     s = live.model_copy(update={"anchor": live.anchor.model_copy(update={"interval_s": 3600,
                                                                          "idle_flush_s": 1.0})})
-    fleet = provision(s.data_dir, s.device_registry, repo_root() / ".cache", 3)
+    fleet = provision(s.paths, 3)
     before = {r: rejected(r) for r in ("malformed", "bad_signature", "duplicate")}
     stop_event = threading.Event()
     ingest = Ingest(s)
@@ -62,7 +62,7 @@ def test_signed_readings_travel_from_edge_to_chain_and_prove_inclusion(
         replayed = read_topic(s.kafka, s.kafka.readings_topic)[0].value
         pub = Publisher(s.mqtt, "replayer")
         pub.connect()
-        pub.publish(readings_topic(s.mqtt, "d1", fleet[0].key.device_id), replayed)
+        pub.publish(readings_topic(s.mqtt.readings_topic, "d1", fleet[0].key.device_id), replayed)
         pub.close()
         wait_until(what="dead letters",
                    check=lambda: topic_end(s.kafka, s.kafka.dead_letter_topic) >= bad + 1)
@@ -125,7 +125,7 @@ def test_ledger_cli_verifies_a_proof_and_refuses_a_tampered_one(
     live: CitygridSettings, tmp_path: Path
 ) -> None:
     s = live.model_copy(update={"anchor": live.anchor.model_copy(update={"idle_flush_s": 0.5})})
-    fleet = provision(s.data_dir, s.device_registry, repo_root() / ".cache", 1)
+    fleet = provision(s.paths, 1)
     stop_event = threading.Event()
     ingest, anchorer = Ingest(s), Anchorer.from_settings(s)
     threads = [threading.Thread(target=x.run, args=(stop_event,)) for x in (ingest, anchorer)]

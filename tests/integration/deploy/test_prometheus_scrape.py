@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from citygrid.dashboards.prometheus import register_target, server
 from citygrid.dashboards.queries import metric_names, panel_exprs
 from citygrid.dashboards.render import as_dicts
-from citygrid.processes import spawn, stop
+from citygrid.devtools.processes import spawn, stop
+from citygrid.devtools.prometheus import register_target, server
 from citygrid.settings import CitygridSettings
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from citygrid.local_servers import port_open
+from citygrid.devtools.local_servers import port_open
 from citygrid.settings import CitygridSettings
 from citygrid.stream.ingest import Ingest, prepare_session
-from citygrid.stream.topics import read_topic
+from citygrid.stream.kafka_topics import read_topic
 
 
 def free_port() -> int:
@@ -109,8 +109,8 @@ def wait_for_seqs(s: CitygridSettings, device: str, n: int, timeout_s: float = 9
 @pytest.fixture(scope="session")
 def small_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Small real models (few trees, few profiles) trained once per session: versions 1 and 2."""
-    from citygrid.edge.train_models import train
-    from citygrid.local_servers import repo_root
+    from citygrid.devtools.local_servers import repo_root
+    from citygrid.sim.train_models import train
 
     out = tmp_path_factory.mktemp("models")
     v1 = train(repo_root() / ".cache", out, version="1", trees=4, max_profiles=2)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from citygrid.edge.deploy import Device, deploy_device, release_archive
+from citygrid.devtools.local_servers import port_open, repo_root
 from citygrid.edge.errors import DeployError
-from citygrid.local_servers import port_open, repo_root
+from citygrid.ops.deploy import Device, deploy_device, release_archive
 from citygrid.signing import DeviceKey
 
 from .conftest import free_port

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from citygrid.devtools.local_servers import port_open, repo_root
 from citygrid.edge.errors import SensorError
 from citygrid.edge.modbus_meter import ModbusMeter
-from citygrid.edge.profiles import STEP_S, load_profiles
-from citygrid.local_servers import port_open, repo_root
+from citygrid.sim.profiles import STEP_S, load_profiles
 
 from .conftest import free_port
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 def meter_server(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     log = open(tmp_path / "modbus.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "citygrid.edge.modbus_sim", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "citygrid.sim.modbus_sim", "--port", str(port),
                              "--step-s", "0.1", "--cache-dir", str(repo_root() / ".cache")],
                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20

@@ -10,10 +10,11 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from citygrid.commands import sign_model_update
 from citygrid.edge.agent import EdgeAgent
-from citygrid.edge.model_update import ModelStore, sign_update
-from citygrid.edge.publisher import Publisher
+from citygrid.edge.model_update import ModelStore
 from citygrid.edge.store_forward import Outbox
+from citygrid.mqtt import Publisher
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
@@ -53,17 +54,17 @@ def test_forged_update_refused_genuine_installed_broken_rolled_back(
     operator_side.connect()
     try:
         v2 = small_models["v2"].read_bytes()
-        operator_side.publish(topic, sign_update(v2, "load_nowcast", "2", 2, forger))
+        operator_side.publish(topic, sign_model_update(v2, "load_nowcast", "2", 2, forger))
         time.sleep(1.0)
         assert agent.model_version == "load_nowcast:1"
         assert store.current().version == "1"
 
         garbage = b"not an onnx graph" * 10
-        operator_side.publish(topic, sign_update(garbage, "load_nowcast", "3", 3, operator))
+        operator_side.publish(topic, sign_model_update(garbage, "load_nowcast", "3", 3, operator))
         time.sleep(1.0)
         assert agent.model_version == "load_nowcast:1"
 
-        operator_side.publish(topic, sign_update(v2, "load_nowcast", "2", 4, operator))
+        operator_side.publish(topic, sign_model_update(v2, "load_nowcast", "2", 4, operator))
         deadline = time.monotonic() + 10
         while agent.model_version != "load_nowcast:2":
             assert time.monotonic() < deadline, "the genuine update was not installed"

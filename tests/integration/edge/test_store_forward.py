@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from citygrid.devtools.local_servers import repo_root
+from citygrid.devtools.processes import spawn
 from citygrid.edge.agent import EdgeAgent
-from citygrid.edge.drivers import ProfileReplay
-from citygrid.edge.profiles import load_profiles
-from citygrid.edge.publisher import Publisher
 from citygrid.edge.store_forward import Outbox
-from citygrid.local_servers import repo_root
-from citygrid.processes import spawn
+from citygrid.mqtt import Publisher
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.sim.profiles import ProfileReplay, load_profiles
 
 from .conftest import OwnBroker, wait_for_seqs
 
@@ -51,9 +50,9 @@ class Paced:
 
 def register(s: CitygridSettings) -> DeviceKey:
     key = DeviceKey.generate()
-    reg = DeviceRegistry.load(s.device_registry)
+    reg = DeviceRegistry.load(s.paths.device_registry)
     reg.add(key.public_key)
-    reg.save(s.device_registry)
+    reg.save(s.paths.device_registry)
     return key
 
 

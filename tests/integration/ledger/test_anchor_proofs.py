@@ -42,7 +42,7 @@ def closed_port() -> int:
 @pytest.fixture(scope="module")
 def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory):
     """Readings of two devices over two intervals, anchored on the dev chain by a real anchorer."""
-    from citygrid.stream.topics import ensure_topics
+    from citygrid.stream.kafka_topics import ensure_topics
     from tests.conftest import isolated_settings
 
     base = isolated_settings(tmp_path_factory.mktemp("anchor"))
@@ -53,7 +53,7 @@ def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory
     registry = DeviceRegistry()
     for k in keys:
         registry.add(k.public_key)
-    registry.save(s.device_registry)
+    registry.save(s.paths.device_registry)
     start = (int(time.time() * 1000) // (INTERVAL_S * 1000) - 3) * INTERVAL_S * 1000
     readings = [Reading(device=k.device_id, seq=i, ts_ms=start + i * 20_000, kind="meter",
                         values={"p_kw": 1.5 + i})

@@ -11,7 +11,7 @@ import pytest
 from citygrid.ledger.settlement import CRASH_ENV
 from citygrid.ledger.settlement_history import expected_transfers, read_back
 from citygrid.ledger.settlement_store import SettlementStore
-from citygrid.stream.market.orders import Trade, trade_id
+from citygrid.market import Trade, trade_id
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
@@ -67,7 +67,7 @@ def test_killed_settler_settles_exactly_once(live, accounts, step: str, tmp_path
     for name in accounts.names:
         assert after[name] - before[name] == owed[name], name
 
-    store = SettlementStore(live.data_dir / "settlements.sqlite")
+    store = SettlementStore(live.paths.data_dir / "settlements.sqlite")
     record = store.get(interval)
     assert record is not None and record.status == "settled"
     addresses = {n: accounts.address(n) for n in accounts.names}

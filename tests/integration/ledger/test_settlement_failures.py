@@ -10,7 +10,7 @@ from substrateinterface import Keypair
 from citygrid.ledger.errors import ExtrinsicFailed, InsufficientFunds, SettlementError
 from citygrid.ledger.settlement import Settler
 from citygrid.ledger.settlement_store import SettlementStore
-from citygrid.stream.market.orders import Trade, trade_id
+from citygrid.market import Trade, trade_id
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
 

@@ -10,13 +10,13 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from polling import wait_until
 
+from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.settlement import CRASH_ENV
 from citygrid.ledger.settlement_history import expected_transfers, read_back
 from citygrid.ledger.settlement_store import SettlementStore
-from citygrid.processes import spawn, stop
+from citygrid.market import Trade, trade_id
 from citygrid.settings import CitygridSettings
-from citygrid.stream.market.orders import Trade, trade_id
-from citygrid.stream.topics import ensure_topics
+from citygrid.stream.kafka_topics import ensure_topics
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
 
@@ -33,7 +33,7 @@ def _trades(interval: int, pairs: list[tuple[str, str, int]]) -> list[Trade]:
 def _publish(s: CitygridSettings, trades: list[Trade]) -> None:
     producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
     for t in trades:  # keyed by interval, as the market publishes them
-        producer.send(s.market.trades_topic, key=str(t.interval_start_ms).encode(),
+        producer.send(s.kafka.trades_topic, key=str(t.interval_start_ms).encode(),
                       value=t.model_dump_json().encode())
     producer.flush(30)
     producer.close(5)
@@ -53,8 +53,8 @@ def _committed(s: CitygridSettings) -> int:
     consumer = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap, group_id=s.settlement.group,
                              enable_auto_commit=False)
     try:
-        parts = consumer.partitions_for_topic(s.market.trades_topic) or set()
-        return sum(consumer.committed(TopicPartition(s.market.trades_topic, p)) or 0 for p in parts)
+        parts = consumer.partitions_for_topic(s.kafka.trades_topic) or set()
+        return sum(consumer.committed(TopicPartition(s.kafka.trades_topic, p)) or 0 for p in parts)
     finally:
         consumer.close()
 
@@ -64,12 +64,12 @@ def test_feed_settles_each_interval_once_across_a_kill_before_commit(live, accou
     acc = accounts_factory(buyers=2, sellers=2)
     s = live.model_copy(update={"settlement": live.settlement.model_copy(update={
         "keystore": acc.path, "grid_operator": "grid", "asset_id": acc.asset_id})})
-    ensure_topics(s.kafka, [s.market.trades_topic])
+    ensure_topics(s.kafka, [s.kafka.trades_topic])
     first = _trades(FIRST, [("buyer0", "seller0", 1500), ("buyer1", "seller0", 200),
                             ("buyer1", "seller1", 700)])
     second = _trades(SECOND, [("buyer0", "seller1", 900)])
     before = acc.balances()
-    store = SettlementStore(s.data_dir / "settlements.sqlite")
+    store = SettlementStore(s.paths.settlement_store)
 
     _publish(s, first)
     # Killed right after the first interval is settled on chain, before the feed commits its offsets:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 
-from citygrid.processes import spawn, stop
+from citygrid.devtools.processes import spawn, stop
 from citygrid.settings import CitygridSettings
+from citygrid.stream.kafka_topics import ensure_topics, read_topic
 from citygrid.stream.market import Mechanism, Order, Side, Trade, clear
 from citygrid.stream.market.participants import ForecastPositions, ParticipantsConfig
-from citygrid.stream.topics import ensure_topics, read_topic
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(150)]
 
@@ -80,7 +80,7 @@ def _expected(s: CitygridSettings, start: int, orders: list[Order], forecasts: l
 
 def test_orders_and_forecasts_clear_into_the_auctions_trades(live: CitygridSettings, tmp_path: Path) -> None:
     s = _settings(live, tmp_path)
-    ensure_topics(s.kafka, [s.market.orders_topic, s.market.trades_topic, s.stream.forecasts_topic])
+    ensure_topics(s.kafka, [s.kafka.orders_topic, s.kafka.trades_topic, s.kafka.forecasts_topic])
     worker = spawn(["stream", "worker"], s.as_env(), tmp_path / "worker.log")
     producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
     try:
@@ -90,20 +90,20 @@ def test_orders_and_forecasts_clear_into_the_auctions_trades(live: CitygridSetti
         start = now - now % interval_ms + 2 * interval_ms  # leaves the worker ≥ 4 s to read the orders
         orders, forecasts = _direct_orders(start), _forecasts(start)
         for o in orders:
-            producer.send(s.market.orders_topic, key=o.participant.encode(),
+            producer.send(s.kafka.orders_topic, key=o.participant.encode(),
                           value=o.model_dump_json().encode())
         for f in forecasts:  # keyed by device, as the learner writes them, so each device's stay in order
-            producer.send(s.stream.forecasts_topic, key=f["device"].encode(), value=json.dumps(f).encode())
+            producer.send(s.kafka.forecasts_topic, key=f["device"].encode(), value=json.dumps(f).encode())
         # A late order for an interval whose gate has closed must not trade.
         stale = Order(order_id="stale", participant="late", side=Side.OFFER, wh=5_000, limit=0,
                       interval_start_ms=now - now % interval_ms - 3 * interval_ms)
-        producer.send(s.market.orders_topic, key=b"late", value=stale.model_dump_json().encode())
+        producer.send(s.kafka.orders_topic, key=b"late", value=stale.model_dump_json().encode())
         producer.flush(30)
         expected = _expected(s, start, orders, forecasts)
         assert expected, "the chosen book must produce trades"
 
         def got() -> list[Trade]:
-            return [Trade.model_validate_json(r.value) for r in read_topic(s.kafka, s.market.trades_topic, 5)]
+            return [Trade.model_validate_json(r.value) for r in read_topic(s.kafka, s.kafka.trades_topic, 5)]
 
         _wait(lambda: len(got()) >= len(expected), 40, "the interval's trades")
         time.sleep(2 * INTERVAL_S)  # later ticks must not add to or repeat the interval

@@ -10,10 +10,10 @@ import pytest
 from kafka import KafkaProducer
 from polling import wait_until
 
-from citygrid.edge.profiles import load_profiles
 from citygrid.reading import Reading, sign_reading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
+from citygrid.sim.profiles import load_profiles
 
 CACHE = Path(__file__).resolve().parents[3] / ".cache"
 

@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 from polling import wait_until
 
-from citygrid.edge.profiles import load_profiles
-from citygrid.edge.publisher import Publisher, readings_topic
-from citygrid.processes import spawn, stop
+from citygrid.devtools.processes import spawn, stop
+from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, sign_reading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.sim.profiles import load_profiles
 from citygrid.stream.forecasting import SeriesState, observe
 from citygrid.stream.ingest import Ingest
-from citygrid.stream.topics import read_topic
+from citygrid.stream.kafka_topics import read_topic
+from citygrid.topics import readings_topic
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(150)]
 
@@ -53,7 +54,7 @@ def _publish(s: CitygridSettings, fleet: dict, start_ms: int, intervals: range) 
                 for key, kind, values in devices:
                     reading = Reading(device=key.device_id, seq=i, ts_ms=start_ms + i * Q_MS, kind=kind,
                                       values={"p_kw": values[i]})
-                    topic = readings_topic(s.mqtt, district, key.device_id)
+                    topic = readings_topic(s.mqtt.readings_topic, district, key.device_id)
                     sent.append(pub.publish_async(topic, sign_reading(reading, key).encode()))
         for info in sent:
             info.wait_for_publish(10)
@@ -68,11 +69,11 @@ def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
     s = live.model_copy(update={"stream": live.stream.model_copy(update={
         "batch_within_s": 0.1, "aggregate_max_lag_steps": STEPS})})
     fleet = _fleet()
-    registry = DeviceRegistry.load(s.device_registry)
+    registry = DeviceRegistry.load(s.paths.device_registry)
     for devices in fleet.values():
         for key, _kind, _values in devices:
             registry.add(key.public_key)
-    registry.save(s.device_registry)
+    registry.save(s.paths.device_registry)
     start_ms = (int(time.time() * 1000) // Q_MS - STEPS) * Q_MS
 
 
@@ -84,7 +85,7 @@ def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
     closed = STEPS - 1  # the newest interval stays open until a later one arrives
 
     def records() -> list[dict]:
-        return [json.loads(r.value) for r in read_topic(s.kafka, s.stream.forecasts_topic)]
+        return [json.loads(r.value) for r in read_topic(s.kafka, s.kafka.forecasts_topic)]
 
     ingest = Ingest(s)
     halt = threading.Event()

@@ -9,12 +9,13 @@ import time
 
 import pytest
 
-from citygrid.edge.publisher import Publisher, readings_topic
+from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, SignedReading, sign_reading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.stream.ingest import Ingest
-from citygrid.stream.topics import read_topic, topic_end
+from citygrid.stream.kafka_topics import read_topic, topic_end
+from citygrid.topics import readings_topic
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 
@@ -39,16 +40,16 @@ def _publish(s: CitygridSettings, device: str, payloads: list[bytes]) -> None:
     pub.connect()
     try:
         for p in payloads:
-            pub.publish(readings_topic(s.mqtt, "d1", device), p)
+            pub.publish(readings_topic(s.mqtt.readings_topic, "d1", device), p)
     finally:
         pub.close()
 
 
 def _register(s: CitygridSettings, *keys: DeviceKey) -> None:
-    reg = DeviceRegistry.load(s.device_registry)
+    reg = DeviceRegistry.load(s.paths.device_registry)
     for k in keys:
         reg.add(k.public_key)
-    reg.save(s.device_registry)
+    reg.save(s.paths.device_registry)
 
 
 def _reading(key: DeviceKey, seq: int, **kw) -> Reading:

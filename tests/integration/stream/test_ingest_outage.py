@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from citygrid import local_servers
-from citygrid.edge.publisher import Publisher, readings_topic
+from citygrid.devtools import local_servers
+from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, sign_reading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.stream.ingest import Ingest
-from citygrid.stream.topics import ensure_topics, read_topic, topic_end
+from citygrid.stream.kafka_topics import ensure_topics, read_topic, topic_end
+from citygrid.topics import readings_topic
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(240)]
 
@@ -75,7 +76,7 @@ def test_no_valid_reading_is_lost_while_kafka_is_down(own_kafka) -> None:
     key = DeviceKey.generate()
     reg = DeviceRegistry()
     reg.add(key.public_key)
-    reg.save(s.device_registry)
+    reg.save(s.paths.device_registry)
     envelopes = [sign_reading(Reading(device=key.device_id, seq=i, ts_ms=int(time.time() * 1000),
                                       kind="meter", values={"p_kw": float(i)}), key).encode()
                  for i in range(300)]
@@ -87,11 +88,11 @@ def test_no_valid_reading_is_lost_while_kafka_is_down(own_kafka) -> None:
     pub.connect()
     try:
         for e in envelopes[:100]:
-            pub.publish(readings_topic(s.mqtt, "d1", key.device_id), e)
+            pub.publish(readings_topic(s.mqtt.readings_topic, "d1", key.device_id), e)
         _wait_end(s, 100, 30)
         server.stop(base)  # Kafka gone; the devices keep publishing and MQTT keeps acking
         for e in envelopes[100:]:
-            pub.publish(readings_topic(s.mqtt, "d1", key.device_id), e)
+            pub.publish(readings_topic(s.mqtt.readings_topic, "d1", key.device_id), e)
         time.sleep(2)
         assert not ingest.failed.is_set()
         server.start(base)

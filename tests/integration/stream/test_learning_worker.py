@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from citygrid.processes import spawn, stop
+from citygrid.devtools.processes import spawn, stop
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
+from citygrid.stream.kafka_topics import read_topic, topic_end
 from citygrid.stream.learning import learn_batch
-from citygrid.stream.topics import read_topic, topic_end
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(240)]
 
@@ -23,7 +23,7 @@ def _settings(live: CitygridSettings) -> CitygridSettings:
 
 
 def _forecasts(s: CitygridSettings) -> list[dict]:
-    return [json.loads(r.value) for r in read_topic(s.kafka, s.stream.forecasts_topic)]
+    return [json.loads(r.value) for r in read_topic(s.kafka, s.kafka.forecasts_topic)]
 
 
 def test_readings_in_forecasts_and_alerts_out_and_a_killed_worker_resumes(
@@ -44,7 +44,7 @@ def test_readings_in_forecasts_and_alerts_out_and_a_killed_worker_resumes(
     produce(batch(0, first))
     worker = spawn(["stream", "worker"], s.as_env(), tmp_path / "worker1.log")
     try:
-        helpers.wait(lambda: topic_end(s.kafka, s.stream.forecasts_topic) >= 2 * first, 120,
+        helpers.wait(lambda: topic_end(s.kafka, s.kafka.forecasts_topic) >= 2 * first, 120,
                    "forecasts of the first readings")
     finally:
         worker.kill()  # no graceful shutdown: the changelog is all a successor gets
@@ -52,7 +52,7 @@ def test_readings_in_forecasts_and_alerts_out_and_a_killed_worker_resumes(
 
     forecasts = _forecasts(s)
     assert {f["device"] for f in forecasts} == {meter.device_id, pv.device_id}
-    alerts = [json.loads(r.value) for r in read_topic(s.kafka, s.stream.alerts_topic)]
+    alerts = [json.loads(r.value) for r in read_topic(s.kafka, s.kafka.alerts_topic)]
     assert any(a["device"] == meter.device_id and a["seq"] == spike_seq for a in alerts), alerts[:5]
     pv_trained = max((f for f in forecasts if f["device"] == pv.device_id), key=lambda f: f["n"])
     assert pv_trained["n"] >= first - 1

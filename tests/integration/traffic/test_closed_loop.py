@@ -13,15 +13,20 @@ from pathlib import Path
 import libsumo as sim
 import pytest
 
-from citygrid.edge.intersection import ADVISED_PROGRAM, IntersectionAgent, SignalController, safe_greens
-from citygrid.edge.publisher import Publisher
-from citygrid.edge.sumo_scenario import Scenario
+from citygrid.edge.traffic.intersection import (
+    ADVISED_PROGRAM,
+    IntersectionAgent,
+    SignalController,
+    safe_greens,
+)
+from citygrid.mqtt import Publisher
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.sim.traffic.evaluation import prepare, sumo_command
+from citygrid.sim.traffic.scenario import Scenario
 from citygrid.stream.ingest import Ingest
-from citygrid.stream.topics import read_topic
-from citygrid.stream.traffic_evaluation import prepare, sumo_command
-from citygrid.stream.traffic_loop import TrafficAdvisor
+from citygrid.stream.kafka_topics import read_topic
+from citygrid.stream.traffic.advisor import TrafficAdvisor
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 CACHE = Path(__file__).resolve().parents[3] / ".cache" / "sumo"
@@ -63,7 +68,7 @@ def test_advice_reaches_the_lights_and_they_fall_back_when_it_stops(live: Citygr
             pub = Publisher(live.mqtt, client_id=f"{live.mqtt.ingest_client_id}-{tls}")
             agents.append(IntersectionAgent(key, SignalController(sim, tls, live.traffic), pub,
                                             live.mqtt.commands_topic, live.traffic))
-        registry.save(live.device_registry)
+        registry.save(live.paths.device_registry)
         for a in agents:
             a.publisher.connect()
         ingest, advisor = Running(Ingest(live)), Running(TrafficAdvisor(live))

@@ -7,9 +7,8 @@ import math
 import tarfile
 from pathlib import Path
 
-from citygrid.edge.deploy import Device, release_archive, unit_file
 from citygrid.edge.inference import FEATURES, features
-from citygrid.local_servers import repo_root
+from citygrid.ops.deploy import Device, release_archive, unit_file
 
 
 def test_features_are_newest_first_and_padded() -> None:
@@ -20,12 +19,13 @@ def test_features_are_newest_first_and_padded() -> None:
 
 
 def test_release_holds_core_and_edge_as_installed_and_is_reproducible() -> None:
-    a, b = release_archive(repo_root()), release_archive(repo_root())
+    a, b = release_archive(), release_archive()
     assert a == b  # the release id is a hash of these bytes: a redeploy must be a no-op
     with tarfile.open(fileobj=io.BytesIO(a)) as tar:
         names = tar.getnames()
     assert "citygrid/reading.py" in names and "citygrid/edge/agent.py" in names
-    assert not any(n.startswith("citygrid/stream") for n in names)
+    tooling = ("citygrid/stream", "citygrid/ledger", "citygrid/sim", "citygrid/devtools", "citygrid/ops")
+    assert not any(n.startswith(tooling) for n in names)
 
 
 def test_unit_runs_the_current_release_with_its_config() -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from citygrid.edge.errors import ModelUpdateRejected
-from citygrid.edge.model_update import ModelStore, open_update, sign_update
-from citygrid.edge.train_models import train
-from citygrid.local_servers import repo_root
+from citygrid.commands import open_model_update, sign_model_update
+from citygrid.devtools.local_servers import repo_root
+from citygrid.edge.model_update import ModelStore
+from citygrid.errors import ModelUpdateRejected
 from citygrid.signing import DeviceKey
+from citygrid.sim.train_models import train
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def store(tmp_path: Path, models: dict[str, bytes], operator: DeviceKey) -> Mode
 
 
 def test_genuine_update_is_installed_and_previous_kept(store: ModelStore, models, operator) -> None:
-    model = store.apply(sign_update(models["2"], "load_nowcast", "2", 2, operator))
+    model = store.apply(sign_model_update(models["2"], "load_nowcast", "2", 2, operator))
     assert (model.name, model.version) == ("load_nowcast", "2")
     assert store.current().version == "2"
     assert store.rollback().version == "1"
@@ -45,14 +46,14 @@ def test_genuine_update_is_installed_and_previous_kept(store: ModelStore, models
 
 
 def test_forged_update_is_refused(store: ModelStore, models) -> None:
-    forged = sign_update(models["2"], "load_nowcast", "2", 2, DeviceKey.generate())
+    forged = sign_model_update(models["2"], "load_nowcast", "2", 2, DeviceKey.generate())
     with pytest.raises(ModelUpdateRejected, match="not signed by the trusted operator"):
         store.apply(forged)
     assert store.current().version == "1"
 
 
 def test_swapped_model_bytes_fail_the_hash(store: ModelStore, models, operator) -> None:
-    raw = msgpack.unpackb(sign_update(models["1"], "load_nowcast", "2", 2, operator))
+    raw = msgpack.unpackb(sign_model_update(models["1"], "load_nowcast", "2", 2, operator))
     raw["o"] = models["2"]
     with pytest.raises(ModelUpdateRejected, match="do not match the signed SHA-256"):
         store.apply(msgpack.packb(raw))
@@ -60,18 +61,18 @@ def test_swapped_model_bytes_fail_the_hash(store: ModelStore, models, operator) 
 
 
 def test_replayed_older_serial_is_refused(store: ModelStore, models, operator) -> None:
-    store.apply(sign_update(models["2"], "load_nowcast", "2", 5, operator))
+    store.apply(sign_model_update(models["2"], "load_nowcast", "2", 5, operator))
     with pytest.raises(ModelUpdateRejected, match="not newer"):
-        store.apply(sign_update(models["1"], "load_nowcast", "1", 4, operator))
+        store.apply(sign_model_update(models["1"], "load_nowcast", "1", 4, operator))
     assert store.current().version == "2"
 
 
 def test_model_that_does_not_load_keeps_the_current(store: ModelStore, operator) -> None:
     with pytest.raises(ModelUpdateRejected, match="does not load or run"):
-        store.apply(sign_update(b"\x08\x07garbage", "load_nowcast", "9", 9, operator))
+        store.apply(sign_model_update(b"\x08\x07garbage", "load_nowcast", "9", 9, operator))
     assert store.current().version == "1"
 
 
 def test_no_operator_key_accepts_nothing(models, operator) -> None:
     with pytest.raises(ModelUpdateRejected, match="no operator key"):
-        open_update(sign_update(models["2"], "n", "2", 2, operator), b"")
+        open_model_update(sign_model_update(models["2"], "n", "2", 2, operator), b"")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from citygrid.edge.sumo_loops import SumoLoopReplay
-from citygrid.edge.sumo_scenario import Scenario, detector_counts
-from citygrid.local_servers import repo_root
+from citygrid.devtools.local_servers import repo_root
+from citygrid.sim.traffic.loops import SumoLoopReplay
+from citygrid.sim.traffic.scenario import Scenario, detector_counts
 
 CACHE = repo_root() / ".cache" / "sumo"
 

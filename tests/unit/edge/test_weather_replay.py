@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from citygrid.edge.errors import SensorError
-from citygrid.edge.weather_replay import WeatherReplay
+from citygrid.sim.weather_replay import WeatherReplay
 
 
 def test_a_summer_day_has_dark_nights_and_bright_noon() -> None:

@@ -50,7 +50,7 @@ def test_random_books_match_reference(orders: list[Order], fee: int, mechanism: 
 
 
 def test_real_simbench_books_match_reference() -> None:
-    from citygrid.edge.profiles import load_profiles
+    from citygrid.sim.profiles import load_profiles
 
     profiles = load_profiles(Path(__file__).resolve().parents[3] / ".cache")  # shared profile cache
     meters = [p for p in profiles if p.kind == "meter"][:40]

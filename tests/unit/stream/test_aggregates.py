@@ -126,8 +126,9 @@ def test_unreadable_state_raises_a_clear_error_and_the_batch_starts_the_group_af
 
 
 def test_the_ingest_takes_the_district_from_the_mqtt_topic() -> None:
-    from citygrid.stream.ingest import district_of
+    from citygrid.topics import parse_readings_topic
 
-    assert district_of("citygrid/readings/north/d4pdmx") == "north"
-    assert district_of("a/b/c/readings/A1/dev") == "A1"
-    assert district_of("dev") == ""
+    assert parse_readings_topic("citygrid/readings", "citygrid/readings/north/d4pdmx") == ("north", "d4pdmx")
+    assert parse_readings_topic("a/b/c/readings", "a/b/c/readings/A1/dev") == ("A1", "dev")
+    assert parse_readings_topic("citygrid/readings", "dev") is None
+    assert parse_readings_topic("citygrid/readings", "citygrid/readings/x/y/z") is None

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from citygrid.settings import StreamSettings
-from citygrid.stream.evaluation import SeriesResult, evaluate_series, intersection_of, write_report
+from citygrid.sim.prequential import SeriesResult, evaluate_series, intersection_of, write_report
 
 
 def test_loops_map_to_the_junction_their_lane_enters() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from citygrid.edge.profiles import load_profiles
+from citygrid.sim.profiles import load_profiles
 from citygrid.stream.forecasting import (
     MODELS,
     OnlineModel,

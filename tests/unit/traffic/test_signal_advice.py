@@ -6,10 +6,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from citygrid.edge.intersection import AdviceRejected, SignalAdvice, safe_greens
+from citygrid.commands import SignalAdvice
+from citygrid.edge.traffic.intersection import safe_greens
+from citygrid.errors import AdviceRejected
 from citygrid.reading import Reading
 from citygrid.settings import StreamSettings, TrafficSettings
-from citygrid.stream.signal_advice import Advisor, phase_lanes, webster
+from citygrid.stream.traffic.advice import Advisor, phase_lanes, webster
 
 B = TrafficSettings()
 T0 = 1_767_225_600_000

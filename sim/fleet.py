@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citygrid.edge.agent import EdgeAgent
-from citygrid.edge.drivers import ProfileReplay
-from citygrid.edge.profiles import STEP_S, Profile, load_profiles
-from citygrid.edge.publisher import Publisher, readings_topic
+from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, SignedReading, sign_reading
-from citygrid.settings import CitygridSettings
+from citygrid.settings import CitygridSettings, PathSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.sim.profiles import STEP_S, Profile, ProfileReplay, load_profiles
+from citygrid.topics import readings_topic
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,10 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def provision(data_dir: Path, registry_path: Path, cache_dir: Path, count: int) -> list[SimDevice]:
+def provision(paths: PathSettings, count: int) -> list[SimDevice]:
     """The first `count` devices (two meters per PV inverter), keys created and registered once."""
-    profiles = load_profiles(cache_dir)
+    profiles = load_profiles(paths.cache_dir)
+    registry_path = paths.device_registry
     meters = [p for p in profiles if p.kind == "meter"]
     pvs = [p for p in profiles if p.kind == "pv"]
     chosen: list[Profile] = []
@@ -53,7 +54,7 @@ def provision(data_dir: Path, registry_path: Path, cache_dir: Path, count: int) 
     registry = DeviceRegistry.load(registry_path)
     devices = []
     for p in chosen:
-        path = Path(data_dir) / "devices" / f"{slug(p.name)}.key"
+        path = paths.data_dir / "devices" / f"{slug(p.name)}.key"
         if path.exists():
             key = DeviceKey.load(path)
         else:
@@ -105,7 +106,7 @@ def send_bad_readings(s: CitygridSettings, victim: DeviceKey) -> int:
     pub = Publisher(s.mqtt, client_id=f"forger-{forger.device_id}")
     pub.connect()
     try:
-        topic = readings_topic(s.mqtt, "d1", victim.device_id)
+        topic = readings_topic(s.mqtt.readings_topic, "d1", victim.device_id)
         pub.publish(topic, b"\x92not a reading")
         pub.publish(topic, forged.encode())
     finally:

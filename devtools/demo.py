@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from substrateinterface import Keypair
 
-from citygrid import local_servers
-from citygrid.processes import spawn, stop
+from citygrid.devtools import local_servers
+from citygrid.devtools.processes import spawn, stop
 from citygrid.settings import CitygridSettings
 
 DEMO_ANCHOR_INTERVAL_S = 3600
@@ -38,13 +38,13 @@ def wait_for(what: str, check, timeout_s: float, console: Console) -> bool:
 def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
              console: Console) -> int:
     """Run the demo; return a process exit code."""
-    from citygrid.edge.fleet import provision, replay_fleet, send_bad_readings
     from citygrid.ledger.anchor_store import AnchorStore
     from citygrid.ledger.chain import ChainClient
     from citygrid.ledger.errors import ProofInvalid
     from citygrid.ledger.proofs import ProofBundle, build_bundle, verify_offline, verify_on_chain
+    from citygrid.sim.fleet import provision, replay_fleet, send_bad_readings
     from citygrid.stream.ingest import prepare_session
-    from citygrid.stream.topics import ensure_topics, topic_end
+    from citygrid.stream.kafka_topics import ensure_topics, topic_end
 
     t0 = time.monotonic()
     s = s.model_copy(update={"anchor": s.anchor.model_copy(update={"interval_s": DEMO_ANCHOR_INTERVAL_S})})
@@ -52,17 +52,17 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
         started = local_servers.up(s)
     console.print(f"servers up in {time.monotonic() - t0:.1f}s (started: {', '.join(started) or 'none'})")
     prepare_session(s)
-    fleet = provision(s.data_dir, s.device_registry, local_servers.repo_root() / ".cache", devices)
-    store = AnchorStore(s.data_dir / "anchors.sqlite")
+    fleet = provision(s.paths, devices)
+    store = AnchorStore(s.paths.anchor_store)
     topics = [s.kafka.readings_topic, s.kafka.dead_letter_topic, s.kafka.stats_topic,
-              s.stream.forecasts_topic, s.stream.alerts_topic]
+              s.kafka.forecasts_topic, s.kafka.alerts_topic]
     ensure_topics(s.kafka, topics)
     before = {t: topic_end(s.kafka, t) for t in topics}
     leaves_before = store.counts()[2]
     batches_before = {b.id for b in store.batches()}
 
     env = s.as_env()
-    logs = s.data_dir / "logs"
+    logs = s.paths.data_dir / "logs"
     ok = True
     with ExitStack() as stack:
         if not keep_servers:
@@ -74,9 +74,9 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
             stack.callback(stop, spawn(args, {**env, "CITYGRID_METRICS_PORT": str(port)},
                                        logs / f"{name}.log"))
             if scraped:
-                from citygrid.dashboards.prometheus import register_target
+                from citygrid.devtools.prometheus import register_target
 
-                register_target(scraped.dir(s.data_dir.resolve()), name, port)
+                register_target(scraped.dir(s.paths.data_dir.resolve()), name, port)
         console.print(f"ingest, Faust worker and anchorer running (logs in {logs})")
 
         sent = replay_fleet(s, fleet, steps)
@@ -89,7 +89,7 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
         ok &= wait_for("ingest", lambda: delta(s.kafka.readings_topic) >= sent
                        and delta(s.kafka.dead_letter_topic) >= bad, 120, console)
         ok &= wait_for("the Faust worker", lambda: delta(s.kafka.stats_topic) >= sent
-                       and delta(s.stream.forecasts_topic) >= sent, 120, console)
+                       and delta(s.kafka.forecasts_topic) >= sent, 120, console)
         ok &= wait_for("anchoring", lambda: store.counts()[2] - leaves_before >= sent
                        and not store.batches(pending_only=True), 180, console)
 
@@ -125,8 +125,8 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
         summary.add_row("ingested into Kafka 'readings'", str(delta(s.kafka.readings_topic)))
         summary.add_row("rejected to 'readings.dead'", str(delta(s.kafka.dead_letter_topic)))
         summary.add_row("device stats updated by the Faust worker", str(delta(s.kafka.stats_topic)))
-        summary.add_row("River forecasts (per device and per feeder)", str(delta(s.stream.forecasts_topic)))
-        summary.add_row("anomaly alerts", str(delta(s.stream.alerts_topic)))
+        summary.add_row("River forecasts (per device and per feeder)", str(delta(s.kafka.forecasts_topic)))
+        summary.add_row("anomaly alerts", str(delta(s.kafka.alerts_topic)))
         summary.add_row("anchored on chain", str(store.counts()[2] - leaves_before))
         summary.add_row("Merkle roots on chain", str(len(new_batches)))
         summary.add_row("proofs verified against the chain", str(verified))

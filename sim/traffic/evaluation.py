@@ -19,12 +19,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from citygrid.edge.intersection import SignalController, interval_counts
-from citygrid.edge.sumo_scenario import Scenario, build, sumo_home
+from citygrid.edge.traffic.intersection import SignalController, interval_counts
 from citygrid.reading import Reading
 from citygrid.settings import CitygridSettings
+from citygrid.sim.traffic.scenario import Scenario, build, sumo_home
 from citygrid.stream.errors import StreamError
-from citygrid.stream.signal_advice import Advisor
+from citygrid.stream.traffic.advice import Advisor
 
 MODES = ("fixed", "actuated", "citygrid")
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01: simulated time is stamped from here

@@ -65,7 +65,7 @@ def _result(domain: str, level: str, kind: str, name: str, mae: dict[str, float]
 
 def energy_results(cache_dir: Path, s: StreamSettings, days: int | None = None) -> list[SeriesResult]:
     """Every SimBench prosumer's meter and PV series, and the feeder's summed load and PV."""
-    from citygrid.edge.profiles import load_profiles
+    from citygrid.sim.profiles import load_profiles
 
     profiles = load_profiles(cache_dir)
     if not profiles:
@@ -95,7 +95,7 @@ def intersection_of(detector: str) -> str:
 def traffic_results(cache_dir: Path, s: StreamSettings) -> list[SeriesResult]:
     """Every SUMO induction loop's counts, and the counts summed per intersection."""
     try:
-        from citygrid.edge.sumo_scenario import detector_counts
+        from citygrid.sim.traffic.scenario import detector_counts
     except ImportError as exc:
         raise EvaluationDataMissing(f"the SUMO scenario is not available ({exc})") from exc
     counts = detector_counts(cache_dir, seed=1, hours=2.0, interval_s=s.traffic_step_s)

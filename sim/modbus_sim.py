@@ -1,6 +1,6 @@
 """A Modbus TCP energy meter serving a real SimBench household profile, for tests and demos.
 
-It runs the real pymodbus server (a separate process: `python -m citygrid.edge.modbus_sim`),
+It runs the real pymodbus server (a separate process: `python -m citygrid.sim.modbus_sim`),
 so the driver is exercised over a real TCP socket and the real Modbus protocol.
 """
 
@@ -16,7 +16,7 @@ from pymodbus.server import StartAsyncTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from citygrid.edge.modbus_meter import REG_COUNT, REG_POWER
-from citygrid.edge.profiles import STEP_S, load_profiles
+from citygrid.sim.profiles import STEP_S, load_profiles
 
 F32 = ModbusTcpClient.DATATYPE.FLOAT32
 

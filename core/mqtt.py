@@ -22,11 +22,6 @@ class PublishError(CitygridError):
     """The broker could not be reached or did not acknowledge in time."""
 
 
-def readings_topic(s: MqttSettings, district: str, device: str) -> str:
-    """The topic a device publishes its readings on."""
-    return f"{s.readings_topic}/{district}/{device}"
-
-
 class Publisher:
     """One device's connection to the broker."""
 

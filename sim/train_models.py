@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from citygrid.edge.inference import FEATURES, LAGS, features
-from citygrid.edge.profiles import STEP_S, load_profiles
+from citygrid.sim.profiles import STEP_S, load_profiles
 
 # 2016 is SimBench's profile year; its timestamps give the time-of-day features.
 YEAR_START_MS = 1_451_606_400_000

@@ -268,7 +268,7 @@ def servers(s: CitygridSettings) -> dict[str, Server]:
     nothing but the dashboards needs it."""
     found = {"mosquitto": _mosquitto(s), "kafka": _kafka(s), "chain": _chain(s)}
     if shutil.which("prometheus"):
-        from citygrid.dashboards.prometheus import server as prometheus_server
+        from citygrid.devtools.prometheus import server as prometheus_server
 
         found["prometheus"] = prometheus_server(s)
     return found
@@ -277,7 +277,7 @@ def servers(s: CitygridSettings) -> dict[str, Server]:
 def up(s: CitygridSettings, names: list[str] | None = None) -> list[str]:
     """Start the named servers (all by default) in parallel; return those this call started."""
     chosen = [srv for name, srv in servers(s).items() if names is None or name in names]
-    base = s.data_dir.resolve()
+    base = s.paths.data_dir.resolve()
     with ThreadPoolExecutor(len(chosen) or 1) as pool:
         started = list(pool.map(lambda srv: srv.start(base), chosen))
     return [srv.name for srv, st in zip(chosen, started, strict=True) if st]
@@ -287,7 +287,7 @@ def down(s: CitygridSettings, names: list[str] | None = None) -> None:
     """Stop the named servers (all by default)."""
     for name, srv in servers(s).items():
         if names is None or name in names:
-            srv.stop(s.data_dir.resolve())
+            srv.stop(s.paths.data_dir.resolve())
 
 
 def status(s: CitygridSettings) -> dict[str, bool]:

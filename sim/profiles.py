@@ -6,6 +6,7 @@ seconds, so the columns citygrid replays are extracted once and cached.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +53,24 @@ def load_profiles(cache_dir: Path, grid: str = DEFAULT_GRID) -> list[Profile]:
         tmp.replace(path)
     with np.load(path) as npz:
         return [Profile(k.split(":", 1)[1], k.split(":", 1)[0], npz[k]) for k in sorted(npz.files)]
+
+
+@dataclass
+class ProfileReplay:
+    """Replays a SimBench profile from `start_step`, stamping readings on a clock that
+    begins at `start_ms` and advances one profile step (15 min) per reading."""
+
+    profile: Profile
+    start_ms: int
+    start_step: int = 0
+    steps: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.profile.kind
+
+    def measurements(self) -> Iterator[tuple[int, dict[str, float]]]:
+        n = len(self.profile.kw) - self.start_step if self.steps is None else self.steps
+        for i in range(n):
+            kw = float(self.profile.kw[(self.start_step + i) % len(self.profile.kw)])
+            yield self.start_ms + i * STEP_S * 1000, {"p_kw": round(kw, 4)}

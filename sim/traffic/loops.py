@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from citygrid.edge.errors import SensorError
-from citygrid.edge.sumo_scenario import detector_counts
+from citygrid.sim.traffic.scenario import detector_counts
 
 
 @dataclass

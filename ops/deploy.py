@@ -25,9 +25,15 @@ from pathlib import Path
 import paramiko
 import structlog
 
-from citygrid.edge.errors import DeployError
+from citygrid.errors import CitygridError
+from citygrid.settings import CitygridSettings
 
 log = structlog.get_logger(__name__)
+
+
+class DeployError(CitygridError):
+    """Installing or upgrading the agent on a device failed (the device was rolled back)."""
+
 UNIT = "citygrid-edge"
 # What a device installs from the package index when it has no pre-provisioned site (deps="pip").
 EDGE_REQUIREMENTS = ("pydantic==2.14.4", "pydantic-settings==2.16.3", "msgpack==1.2.4", "pynacl==1.6.2",
@@ -53,19 +59,36 @@ class Device:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def release_archive(source_root: Path) -> bytes:
-    """A tar.gz of the citygrid sources an agent needs, laid out as the wheel installs them."""
+def _device_sources() -> list[tuple[Path, str]]:
+    """(file, name in the release) of what a device runs: core's modules and the edge package, found
+    where this interpreter imports them from (a checkout or an installed wheel alike)."""
+    import citygrid
+    import citygrid.edge
+
+    core = Path(citygrid.__file__).parent
+    edge = Path(citygrid.edge.__file__).parent
+    files = [(p, f"citygrid/{p.name}") for p in core.glob("*.py")]
+    files += [(p, f"citygrid/edge/{p.relative_to(edge)}") for p in edge.rglob("*.py")]
+    return sorted(files, key=lambda f: f[1])
+
+
+def release_archive() -> bytes:
+    """A tar.gz of the citygrid sources an agent needs (core and edge only: no simulators, dev or
+    operator tooling), laid out as the wheel installs them."""
     buf = io.BytesIO()
     # gzip's header carries a time: pin it, so the same sources give the same release id.
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
-        for folder, arcname in (("core", "citygrid"), ("edge", "citygrid/edge")):
-            for path in sorted((source_root / folder).rglob("*.py")):
-                name = f"{arcname}/{path.relative_to(source_root / folder)}"
-                info = tar.gettarinfo(str(path), arcname=name)
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                with open(path, "rb") as f:
-                    tar.addfile(info, f)
+        for path, name in _device_sources():
+            info = tar.gettarinfo(str(path), arcname=name)
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
     return buf.getvalue()
+
+
+def agent_env(s: CitygridSettings) -> dict[str, str]:
+    """The settings a device's agent gets from the operator's: its broker and edge sections only."""
+    return {k: v for k, v in s.as_env({}).items() if k.startswith(("CITYGRID_MQTT__", "CITYGRID_EDGE__"))}
 
 
 def unit_file(d: Device) -> str:
@@ -180,7 +203,8 @@ def _build_venv(r: Remote, d: Device, rel: str) -> None:
 
 
 def _write_config(r: Remote, d: Device, agent_env: dict[str, str]) -> None:
-    env = {**agent_env, **d.env, "CITYGRID_EDGE__MODELS_DIR": f"{d.root}/state/models"}
+    env = {**agent_env, **d.env, "CITYGRID_PATHS__MODELS_DIR": f"{d.root}/state/models",
+           "CITYGRID_PATHS__DATA_DIR": f"{d.root}/state"}
     r.put("".join(f"{k}={v}\n" for k, v in sorted(env.items())).encode(), f"{d.root}/config/agent.env", 0o600)
     r.put(Path(d.device_key).read_bytes(), f"{d.root}/config/device.key", 0o600)
     r.put(unit_file(d).encode(), f"{d.root}/config/{UNIT}.service")

@@ -1,7 +1,7 @@
 """A local Prometheus (Debian's `prometheus`) that scrapes the local platform's processes.
 
 Targets are file_sd JSON files, one per process, so the demo can add and remove processes while
-Prometheus runs (it re-reads them without a restart). Built on citygrid.local_servers.Server so
+Prometheus runs (it re-reads them without a restart). Built on citygrid.devtools.local_servers.Server so
 `citygrid servers up` can start it like the other local servers.
 """
 
@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from citygrid.local_servers import Server, ServerError
+from citygrid.devtools.local_servers import Server, ServerError
 from citygrid.settings import CitygridSettings
 
 TARGETS_DIR = "targets"

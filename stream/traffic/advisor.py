@@ -19,21 +19,16 @@ import structlog
 from kafka import KafkaConsumer
 from prometheus_client import Counter
 
-from citygrid.edge.intersection import commands_topic
-from citygrid.edge.publisher import Publisher
 from citygrid.errors import ReadingRejected
+from citygrid.mqtt import Publisher
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.stream.learning import domain_of
-from citygrid.stream.signal_advice import Advisor
+from citygrid.stream.traffic.advice import Advisor
+from citygrid.topics import advisor_group, commands_topic
 
 log = structlog.get_logger(__name__)
 ADVICE_SENT = Counter("citygrid_traffic_advice_sent_total", "Signal advice published to intersections")
-
-
-def advisor_group(s: CitygridSettings) -> str:
-    """The advisor's Kafka consumer group, derived from the stream app id so deployments stay apart."""
-    return f"{s.kafka.stream_app_id}-traffic-advisor"
 
 
 class TrafficAdvisor:
@@ -42,7 +37,7 @@ class TrafficAdvisor:
     def __init__(self, s: CitygridSettings) -> None:
         self.settings = s
         self.advisor = Advisor(s.traffic, s.stream)
-        self.publisher = Publisher(s.mqtt, client_id=f"{advisor_group(s)}-{int(time.time() * 1000)}")
+        self.publisher = Publisher(s.mqtt, client_id=f"{advisor_group(s.kafka)}-{int(time.time() * 1000)}")
         self.sent = 0
 
     def handle(self, envelope: bytes) -> bool:
@@ -70,9 +65,9 @@ class TrafficAdvisor:
         s = self.settings
         self.publisher.connect()
         consumer = KafkaConsumer(s.kafka.readings_topic, bootstrap_servers=s.kafka.bootstrap,
-                                 group_id=advisor_group(s), auto_offset_reset="earliest",
+                                 group_id=advisor_group(s.kafka), auto_offset_reset="earliest",
                                  enable_auto_commit=True)
-        log.info("traffic_advisor_started", topic=s.kafka.readings_topic, group=advisor_group(s))
+        log.info("traffic_advisor_started", topic=s.kafka.readings_topic, group=advisor_group(s.kafka))
         try:
             while not stop.is_set():
                 for records in consumer.poll(timeout_ms=200).values():

@@ -12,20 +12,21 @@ device, whatever the advice says; when advice stops arriving for
 
 from __future__ import annotations
 
-import json
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge
 
-from citygrid.edge.errors import EdgeError
+from citygrid.commands import SignalAdvice
 from citygrid.edge.inference import Scorer
-from citygrid.edge.publisher import Publisher, readings_topic
+from citygrid.errors import AdviceRejected
+from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, sign_reading
 from citygrid.settings import TrafficSettings
 from citygrid.signing import DeviceKey
+from citygrid.topics import commands_topic, readings_topic
 
 log = structlog.get_logger(__name__)
 ADVICE_APPLIED = Counter("citygrid_traffic_advice_applied_total", "Signal advice applied to a light")
@@ -36,42 +37,6 @@ ADVISED = Gauge("citygrid_traffic_advised", "1 while a light runs advice, 0 on i
 ADVISED_PROGRAM = "citygrid"
 # TraCI's program types (traci.constants), repeated so a device needs no SUMO tools to import this.
 TRAFFICLIGHT_TYPE_STATIC, TRAFFICLIGHT_TYPE_ACTUATED = 0, 3
-
-
-class AdviceRejected(EdgeError):
-    """A command on the intersection's topic is not signal advice for it; the light keeps its plan."""
-
-
-@dataclass(frozen=True)
-class SignalAdvice:
-    """Green time per green phase (in program order) for one device's light: what the stream sends."""
-
-    device: str
-    greens_s: tuple[float, ...]
-    cycle_s: float
-    issued_ms: int
-
-    def encode(self) -> bytes:
-        """JSON on the wire: commands are few and humans read them while debugging."""
-        return json.dumps(asdict(self)).encode()
-
-    @classmethod
-    def decode(cls, payload: bytes) -> SignalAdvice:
-        """Parse a command, raising AdviceRejected for anything that is not well-formed advice."""
-        try:
-            raw = json.loads(payload)
-            advice = cls(str(raw["device"]), tuple(float(g) for g in raw["greens_s"]),
-                         float(raw["cycle_s"]), int(raw["issued_ms"]))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise AdviceRejected(f"command is not signal advice ({exc}); send SignalAdvice JSON") from exc
-        if not advice.greens_s or any(g != g for g in advice.greens_s):
-            raise AdviceRejected("signal advice carries no usable green times")
-        return advice
-
-
-def commands_topic(commands_root: str, district: str, device: str) -> str:
-    """The MQTT topic a device receives its commands on."""
-    return f"{commands_root}/{district}/{device}"
 
 
 def safe_greens(advised: tuple[float, ...] | list[float], intergreens_s: float,
@@ -199,7 +164,7 @@ class IntersectionAgent:
         self.applied: list[SignalAdvice] = []
         self._latest: SignalAdvice | None = None
         self._lock = threading.Lock()
-        self.topic = readings_topic(publisher.settings, bounds.district, key.device_id)
+        self.topic = readings_topic(publisher.settings.readings_topic, bounds.district, key.device_id)
         self.command_topic = commands_topic(commands_root, bounds.district, key.device_id)
         publisher.subscribe(self.command_topic, lambda msg: self.receive(msg.payload))
 

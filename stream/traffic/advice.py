@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from citygrid.edge.intersection import SignalAdvice
+from citygrid.commands import SignalAdvice
 from citygrid.reading import Reading
 from citygrid.settings import StreamSettings, TrafficSettings
 from citygrid.stream.forecasting import SeriesState, observe

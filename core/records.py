@@ -1,0 +1,102 @@
+"""The records the stream layer writes to Kafka for others to read: forecasts, alerts, device
+statistics and dead letters. One typed model each, JSON on the wire.
+
+A forecast says what it forecasts in `scope` ("device", "feeder" or "intersection"),
+so consumers never guess from which keys happen to be present.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from citygrid.errors import RecordRejected
+
+MAX_RECORD_BYTES = 64 * 1024
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    def encode(self) -> bytes:
+        """The JSON bytes written to Kafka."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Self:
+        """Parse a record, raising RecordRejected (with what is wrong) for anything else."""
+        if len(raw) > MAX_RECORD_BYTES:
+            raise RecordRejected(f"{cls.__name__} record of {len(raw)} bytes exceeds {MAX_RECORD_BYTES}")
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RecordRejected(f"not a {cls.__name__} record: {str(exc)[:300]}") from None
+
+
+class Forecast(_Record):
+    """A one-step-ahead forecast of one device's or one group's value, with its running skill."""
+
+    scope: Literal["device", "feeder", "intersection"]
+    device: str | None = Field(default=None, max_length=64)  # scope "device"
+    group: str | None = Field(default=None, max_length=128)  # the district, for feeder/intersection
+    kind: str = Field(max_length=32)
+    value: str = Field(max_length=128)  # the value name forecast (p_kw, vehicles, …)
+    ts_ms: int = Field(ge=0)  # the time the forecast is for
+    forecast: float
+    n: int = Field(ge=0)  # values learned so far
+    mae: float | None = None
+    mae_persistence: float | None = None
+    mae_seasonal_naive: float | None = None
+    based_on_seq: int | None = None  # device: the reading the forecast follows
+    drifts: int | None = None  # device: concept drifts detected so far
+    interval_ms: int | None = None  # group: start of the interval just closed
+    total: float | None = None  # group: that interval's value
+    members: int | None = None  # group: devices that reported in it
+
+
+class Alert(_Record):
+    """A reading the device's anomaly detector found unlikely."""
+
+    device: str = Field(max_length=64)
+    kind: str = Field(max_length=32)
+    seq: int = Field(ge=0)
+    ts_ms: int = Field(ge=0)
+    value: float
+    score: float
+    reason: str = "anomaly"
+    expected: float | None = None
+
+
+class DeviceStats(_Record):
+    """Running statistics of one device: what the stats topic and table hold."""
+
+    device: str = Field(max_length=64)
+    kind: str = Field(max_length=32)
+    count: int = Field(ge=0)
+    mean: dict[str, float]
+    last: dict[str, float]
+    last_ts_ms: int
+    last_seq: int
+
+
+class DeadLetter(_Record):
+    """Something refused, kept with why and the bytes themselves (base64), so it can be inspected
+    and replayed once its cause is fixed."""
+
+    reason: str = Field(max_length=64)
+    error: str = Field(max_length=2000)
+    source: str = Field(max_length=512)  # the MQTT topic or Kafka topic it came from
+    received_ms: int
+    payload_b64: str
+
+    @classmethod
+    def of(cls, payload: bytes, source: str, reason: str, error: str, now_ms: int) -> DeadLetter:
+        """The dead letter for `payload`, refused for `reason`."""
+        return cls(reason=reason, error=error[:2000], source=source[:512], received_ms=now_ms,
+                   payload_b64=base64.b64encode(payload).decode())
+
+    def payload(self) -> bytes:
+        """The refused bytes."""
+        return base64.b64decode(self.payload_b64)

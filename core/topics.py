@@ -1,0 +1,64 @@
+"""Every MQTT and Kafka topic name citygrid uses, built and parsed in this one module.
+
+MQTT (device ↔ broker):
+  {readings_root}/<district>/<device>   a device's signed readings
+  {commands_root}/<district>/<device>   commands to a device (signal advice, …)
+  {models_root}/<device>                signed model updates for a device
+Kafka: the topic names are settings (`KafkaSettings`), so a deployment can
+prefix them; the names derived from them (the stream app's internal topics,
+consumer groups) and the record headers are made here.
+"""
+
+from __future__ import annotations
+
+from citygrid.settings import CitygridSettings, KafkaSettings
+
+# The Kafka record header in which the ingest passes on a reading's district (from its MQTT topic).
+DISTRICT_HEADER = "district"
+
+
+def readings_topic(readings_root: str, district: str, device: str) -> str:
+    """The MQTT topic a device publishes its readings on."""
+    return f"{readings_root}/{district}/{device}"
+
+
+def readings_filter(readings_root: str) -> str:
+    """The MQTT filter covering every district's and device's readings."""
+    return f"{readings_root}/+/+"
+
+
+def parse_readings_topic(readings_root: str, topic: str) -> tuple[str, str] | None:
+    """(district, device) of a readings topic, or None if `topic` is not one."""
+    prefix = readings_root + "/"
+    if not topic.startswith(prefix):
+        return None
+    parts = topic[len(prefix):].split("/")
+    if len(parts) != 2 or not all(parts):
+        return None
+    return parts[0], parts[1]
+
+
+def commands_topic(commands_root: str, district: str, device: str) -> str:
+    """The MQTT topic a device receives its commands on."""
+    return f"{commands_root}/{district}/{device}"
+
+
+def model_updates_topic(models_root: str, device: str) -> str:
+    """The MQTT topic a device receives its signed model updates on."""
+    return f"{models_root}/{device}"
+
+
+def aggregate_members_topic(k: KafkaSettings) -> str:
+    """The stream app's internal topic re-keying readings by feeder or intersection."""
+    return f"{k.stream_app_id}-aggregate-members"
+
+
+def advisor_group(k: KafkaSettings) -> str:
+    """The traffic advisor's consumer group, derived from the stream app id so deployments stay apart."""
+    return f"{k.stream_app_id}-traffic-advisor"
+
+
+def stream_output_topics(s: CitygridSettings) -> list[str]:
+    """The Kafka topics the ingest and the stream workers write (created at start if missing)."""
+    k = s.kafka
+    return [k.readings_topic, k.dead_letter_topic, k.stats_topic, k.forecasts_topic, k.alerts_topic]

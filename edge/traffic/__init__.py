@@ -1,0 +1,1 @@
+"""The intersection's device side: counting its approaches and running a signal plan within safety bounds."""

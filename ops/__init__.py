@@ -1,0 +1,1 @@
+"""Operator tooling: deploying edge agents to devices."""

@@ -1,0 +1,1 @@
+"""Simulators and real data: SimBench profiles, pvlib weather, SUMO, model training, evaluation reports."""

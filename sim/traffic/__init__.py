@@ -1,0 +1,1 @@
+"""Traffic simulation: SUMO scenarios, induction-loop replays and the controller evaluation."""

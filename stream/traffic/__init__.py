@@ -1,0 +1,1 @@
+"""The traffic closed loop's stream side: signal advice from forecast flows."""
