@@ -1,7 +1,10 @@
-"""MQTT publishing of signed readings at QoS 1 (paho-mqtt 2, callback API v2).
+"""MQTT clients (paho-mqtt 2, callback API v2): one place that builds them, and the publisher
+of signed readings and commands at QoS 1.
 
 `publish` returns only once the broker has acknowledged, which is the moment
-a reading may be forgotten by the device.
+a reading may be forgotten by the device. Every client citygrid opens (devices,
+the ingest, the traffic advisor) is made by `mqtt_client`, so credentials and
+session settings are set in one place.
 """
 
 from __future__ import annotations
@@ -22,17 +25,24 @@ class PublishError(CitygridError):
     """The broker could not be reached or did not acknowledge in time."""
 
 
+def mqtt_client(s: MqttSettings, client_id: str, manual_ack: bool = False) -> mqtt.Client:
+    """A client with a persistent session (clean_session=False) under `client_id`, with the
+    configured credentials: the broker keeps what it owes this client while it is away."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+        protocol=mqtt.MQTTv311, manual_ack=manual_ack,
+    )
+    if s.username:
+        client.username_pw_set(s.username, s.password)
+    return client
+
+
 class Publisher:
-    """One device's connection to the broker."""
+    """One device's (or service's) connection to the broker."""
 
     def __init__(self, s: MqttSettings, client_id: str) -> None:
         self.settings = s
-        self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-            protocol=mqtt.MQTTv311,
-        )
-        if s.username:
-            self.client.username_pw_set(s.username, s.password)
+        self.client = mqtt_client(s, client_id)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         # Come back quickly after an outage: the outbox is waiting.

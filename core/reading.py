@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from citygrid.errors import MalformedReading, OutOfRange
+from citygrid.errors import MalformedReading, OutOfRange, ReadingRejected
 from citygrid.signing import DeviceKey, DeviceRegistry, verify_signature
 
 SCHEMA_VERSION = 1
@@ -136,3 +136,15 @@ def sign_reading(reading: Reading, key: DeviceKey) -> SignedReading:
         raise ValueError(f"reading of {reading.device} cannot be signed with {key.device_id}'s key")
     body = reading.body()
     return SignedReading(body, key.sign(body))
+
+
+def reading_or_none(envelope: bytes) -> Reading | None:
+    """The reading inside an envelope, signature unchecked, or None if the bytes are not one.
+
+    For consumers of records that a verifying writer already checked, which must skip (and count)
+    a record they cannot parse rather than stop on it.
+    """
+    try:
+        return SignedReading.decode(envelope).reading()
+    except ReadingRejected:
+        return None

@@ -299,6 +299,12 @@ class CitygridSettings(BaseSettings):
         return env
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """This process's environment plus `extra`, for a child process that is not a citygrid process
+    (SUMO, Kafka's tools): the one place outside settings objects that reads os.environ."""
+    return {**os.environ, **extra}
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> CitygridSettings:
     """The process-wide settings, read once."""

@@ -22,6 +22,7 @@ from kafka.errors import KafkaError
 from prometheus_client import Counter, Histogram
 
 from citygrid.errors import ReadingRejected, UnknownDevice
+from citygrid.mqtt import mqtt_client
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceRegistry
@@ -63,23 +64,13 @@ def restore_window(window: ReplayWindow, settings: CitygridSettings) -> int:
     return len(records)
 
 
-def _mqtt_client(settings: CitygridSettings, client_id: str, manual_ack: bool) -> mqtt.Client:
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-        protocol=mqtt.MQTTv311, manual_ack=manual_ack,
-    )
-    if settings.mqtt.username:
-        client.username_pw_set(settings.mqtt.username, settings.mqtt.password)
-    return client
-
-
 def prepare_session(settings: CitygridSettings) -> None:
     """Create the ingest's persistent MQTT session and subscription, then leave.
 
     From then on the broker queues readings for the ingest even while it is not
     running, so devices may start publishing before the ingest first starts.
     """
-    client = _mqtt_client(settings, settings.mqtt.ingest_client_id, manual_ack=False)
+    client = mqtt_client(settings.mqtt, settings.mqtt.ingest_client_id, manual_ack=False)
     subscribed = threading.Event()
     client.on_connect = lambda c, *_: c.subscribe(readings_filter(settings.mqtt.readings_topic), qos=1)
     client.on_subscribe = lambda *_: subscribed.set()
@@ -110,7 +101,7 @@ class Ingest:
             # quickly once the broker is back rather than after kafka-python's 30 s backoff cap.
             reconnect_backoff_max_ms=1000,
         )
-        self.client = _mqtt_client(settings, settings.mqtt.ingest_client_id, manual_ack=True)
+        self.client = mqtt_client(settings.mqtt, settings.mqtt.ingest_client_id, manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.failed = threading.Event()

@@ -10,14 +10,14 @@ see each other's data even though the servers are shared.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import isolated_settings
 
 from citygrid.devtools import local_servers
-from citygrid.settings import CitygridSettings, PathSettings
+from citygrid.settings import CitygridSettings
 
 
 @pytest.fixture(scope="session")
@@ -29,26 +29,6 @@ def servers() -> Iterator[CitygridSettings]:
     yield base
     if started and not os.environ.get("CITYGRID_KEEP_SERVERS"):
         local_servers.down(base, started)
-
-
-def isolated_settings(data_dir: Path) -> CitygridSettings:
-    """Settings for one test: private data dir, topics, MQTT root, client ids and groups."""
-    tag = uuid.uuid4().hex[:10]
-    base = CitygridSettings()
-    return base.model_copy(update={
-        "paths": PathSettings.under(data_dir, base.paths.cache_dir),
-        "mqtt": base.mqtt.model_copy(update={
-            "readings_topic": f"t{tag}/readings", "commands_topic": f"t{tag}/commands",
-            "ingest_client_id": f"ingest-{tag}",
-        }),
-        "kafka": base.kafka.model_copy(update={
-            "readings_topic": f"readings-{tag}", "dead_letter_topic": f"readings-{tag}.dead",
-            "stats_topic": f"stats-{tag}", "stream_app_id": f"stream-{tag}",
-            "anchor_group": f"anchorer-{tag}", "forecasts_topic": f"forecasts-{tag}",
-            "alerts_topic": f"alerts-{tag}", "orders_topic": f"orders-{tag}", "trades_topic": f"trades-{tag}",
-        }),
-        "settlement": base.settlement.model_copy(update={"group": f"settler-{tag}"}),
-    })
 
 
 @pytest.fixture

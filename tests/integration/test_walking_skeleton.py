@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from polling import wait_until
 from prometheus_client import REGISTRY
+from support import wait_until
 
 from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.anchorer import Anchorer

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from polling import wait_until
+from support import wait_until
 
 from citygrid.ledger.anchor_history import anchor_problem
 from citygrid.ledger.anchorer import Anchorer
@@ -42,8 +42,9 @@ def closed_port() -> int:
 @pytest.fixture(scope="module")
 def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory):
     """Readings of two devices over two intervals, anchored on the dev chain by a real anchorer."""
+    from support import isolated_settings
+
     from citygrid.stream.kafka_topics import ensure_topics
-    from tests.conftest import isolated_settings
 
     base = isolated_settings(tmp_path_factory.mktemp("anchor"))
     s = base.model_copy(update={"anchor": base.anchor.model_copy(update={

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from polling import wait_until
+from support import wait_until
 
 from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.settlement import CRASH_ENV

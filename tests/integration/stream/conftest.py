@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
-from polling import wait_until
+from support import wait_until
 
 from citygrid.reading import Reading, sign_reading
 from citygrid.settings import CitygridSettings

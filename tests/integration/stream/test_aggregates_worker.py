@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from polling import wait_until
+from support import wait_until
 
 from citygrid.devtools.processes import spawn, stop
 from citygrid.mqtt import Publisher
