@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,10 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+import citygrid
 from benchmarks.results import save
+from citygrid.settings import CitygridSettings
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / ".cache" / "models"
+SETTINGS = CitygridSettings()
+CACHE = SETTINGS.paths.cache_dir
+MODELS = CACHE / "models"  # where `citygrid edge train` puts its ONNX files
 
 
 def rss_mb() -> float:
@@ -47,7 +49,7 @@ def worker_infer(rows: int) -> dict:
     from citygrid.edge.inference import OnnxModel
     from citygrid.sim.train_models import fitted_nowcast
 
-    sk, x = fitted_nowcast(ROOT / ".cache")
+    sk, x = fitted_nowcast(CACHE)
     model = OnnxModel(MODELS / "load_nowcast-bench.onnx")
     pick = x[np.random.default_rng(0).integers(0, len(x), rows)]
 
@@ -76,16 +78,14 @@ def worker_agent(readings: int, commit_every: int, topic_root: str) -> dict:
     from citygrid.edge.model_update import ModelStore
     from citygrid.edge.store_forward import Outbox
     from citygrid.mqtt import Publisher
-    from citygrid.settings import CitygridSettings
     from citygrid.signing import DeviceKey
     from citygrid.sim.profiles import ProfileReplay, load_profiles
 
-    s = CitygridSettings()
-    mqtt = s.mqtt.model_copy(update={"readings_topic": f"{topic_root}/readings"})
+    mqtt = SETTINGS.mqtt.model_copy(update={"readings_topic": f"{topic_root}/readings"})
     with tempfile.TemporaryDirectory() as tmp:
         # Provisioned beforehand (as on a device), so this process loads the model once.
         store = ModelStore(MODELS / "bench-store")
-        profile = next(p for p in load_profiles(ROOT / ".cache") if p.kind == "meter")
+        profile = next(p for p in load_profiles(CACHE) if p.kind == "meter")
         key = DeviceKey.generate()
         pub = Publisher(mqtt, client_id=f"bench-{uuid.uuid4().hex[:8]}")
         pub.connect()
@@ -107,11 +107,9 @@ def worker_raw(readings: int, topic_root: str) -> dict:
     """Baseline: plain paho QoS 1 publishes of pre-signed readings, waiting for every PUBACK."""
     from citygrid.mqtt import Publisher
     from citygrid.reading import Reading, sign_reading
-    from citygrid.settings import CitygridSettings
     from citygrid.signing import DeviceKey
 
-    s = CitygridSettings()
-    mqtt = s.mqtt.model_copy(update={"readings_topic": f"{topic_root}/readings"})
+    mqtt = SETTINGS.mqtt.model_copy(update={"readings_topic": f"{topic_root}/readings"})
     key = DeviceKey.generate()
     now = int(time.time() * 1000)
     payloads = [sign_reading(Reading(device=key.device_id, seq=i, ts_ms=now, kind="meter",
@@ -132,9 +130,12 @@ def worker_raw(readings: int, topic_root: str) -> dict:
 
 def pinned(*args: str) -> dict:
     """Run one worker on core 0 and return its JSON."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / ".dev"), OMP_NUM_THREADS="1")
+    # The worker gets these very settings, imports citygrid from where this process does and, run
+    # from the same folder, finds `benchmarks` there as this process did.
+    env = {**SETTINGS.as_env(), "PYTHONPATH": str(Path(citygrid.__file__).parent.parent),
+           "OMP_NUM_THREADS": "1"}
     out = subprocess.run(["taskset", "-c", "0", sys.executable, "-m", "benchmarks.edge_agent", "--worker",
-                          *args], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+                          *args], env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"worker {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -160,7 +161,7 @@ def main() -> None:
     from citygrid.sim.train_models import train
 
     if not (MODELS / "load_nowcast-bench.onnx").exists():
-        train(ROOT / ".cache", MODELS, version="bench")
+        train(CACHE, MODELS, version="bench")
     from citygrid.edge.model_update import ModelStore
 
     ModelStore(MODELS / "bench-store").install(MODELS / "load_nowcast-bench.onnx", serial=1)

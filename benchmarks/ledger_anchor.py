@@ -15,9 +15,9 @@ from rich.table import Table
 from substrateinterface import Keypair
 
 from benchmarks.results import save
-from citygrid.ledger.anchorer import remark_text
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.merkle import MerkleTree, verify_proof
+from citygrid.ledger.remarks import anchor_remark
 from citygrid.settings import get_settings
 
 LEAVES = 1_000_000
@@ -39,7 +39,7 @@ def main() -> None:
     samples = []
     for _ in range(3):
         t0 = time.perf_counter()
-        chain.remark(remark_text(0, LEAVES, tree.root), kp)
+        chain.remark(anchor_remark(0, LEAVES, tree.root), kp)
         samples.append(time.perf_counter() - t0)
     per_ext_s = min(samples)
     # One extrinsic per reading needs LEAVES extrinsics; one root needs one.

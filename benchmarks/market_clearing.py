@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.results import save
-from citygrid.stream.market import Mechanism, Order, Side, clear
+from citygrid.market import Mechanism, Order, Side
+from citygrid.stream.market import clear
 from citygrid.stream.market.reference import reference_clear
 
 

@@ -31,19 +31,20 @@ from benchmarks.results import save
 from citygrid.devtools.processes import spawn, stop
 from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, SignedReading, sign_reading
-from citygrid.settings import CitygridSettings
+from citygrid.settings import CitygridSettings, PathSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.stream.ingest import prepare_session
 from citygrid.stream.kafka_topics import read_topic, topic_end
 from citygrid.stream.validation import IngestValidator
-from citygrid.topics import readings_topic
+from citygrid.topics import readings_filter, readings_topic
 
 
 def settings(tag: str, data_dir: Path) -> CitygridSettings:
-    """Isolated topics and client ids for one pipeline."""
+    """Isolated state, topics and client ids for one pipeline."""
     base = CitygridSettings()
+    data_dir.mkdir(parents=True, exist_ok=True)
     return base.model_copy(update={
-        "data_dir": data_dir, "device_registry": data_dir / "devices.json",
+        "paths": PathSettings.under(data_dir, base.paths.cache_dir),
         "mqtt": base.mqtt.model_copy(update={"readings_topic": f"b{tag}/readings",
                                               "ingest_client_id": f"bench-{tag}"}),
         "kafka": base.kafka.model_copy(update={"readings_topic": f"bench-{tag}",
@@ -67,7 +68,7 @@ def plain_pipe(s: CitygridSettings) -> None:
     producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, linger_ms=5, batch_size=256 * 1024)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.mqtt.ingest_client_id,
                          clean_session=False, protocol=mqtt.MQTTv311)
-    client.on_connect = lambda c, *_: c.subscribe(f"{s.mqtt.readings_topic}/+/+", qos=1)
+    client.on_connect = lambda c, *_: c.subscribe(readings_filter(s.mqtt.readings_topic), qos=1)
     client.on_message = lambda c, u, m: producer.send(
         s.kafka.readings_topic, key=m.topic.rsplit("/", 1)[1].encode(), value=m.payload)
     client.connect(s.mqtt.host, s.mqtt.port, keepalive=30)
@@ -130,7 +131,6 @@ def run_pipeline(name: str, start: Starter, drain: int, rate: float, seconds: fl
                  workdir: Path) -> dict:
     """Drain a preloaded queue, then hold a fixed rate; return throughput and latency."""
     s = settings(uuid.uuid4().hex[:8], workdir / name)
-    s.paths.data_dir.mkdir(parents=True, exist_ok=True)
     create_topics(s)
     fleet = Fleet(s, devices)
     prepare_session(s)
@@ -158,8 +158,7 @@ def run_pipeline(name: str, start: Starter, drain: int, rate: float, seconds: fl
 
 def stage_breakdown(n: int = 20000) -> dict[str, float]:
     """Microseconds per reading for each step of the ingest's check, without I/O."""
-    s = CitygridSettings()
-    fleet = Fleet(s.model_copy(update={"device_registry": Path("/tmp") / f"reg-{uuid.uuid4().hex}.json"}), 50)
+    fleet = Fleet(settings("stages", Path("/tmp") / f"citygrid-bench-stages-{uuid.uuid4().hex[:6]}"), 50)
     reg = DeviceRegistry({k.device_id: k.public_key for k in fleet.keys})
     now = int(time.time() * 1000)
     payloads = [fleet.envelope(i, now)[1] for i in range(n)]

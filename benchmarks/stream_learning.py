@@ -24,10 +24,9 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.results import save
-from citygrid.devtools.local_servers import repo_root
 from citygrid.devtools.processes import spawn, stop
 from citygrid.reading import Reading, SignedReading, sign_reading
-from citygrid.settings import CitygridSettings
+from citygrid.settings import CitygridSettings, PathSettings
 from citygrid.signing import DeviceKey
 from citygrid.sim.profiles import load_profiles
 from citygrid.stream.kafka_topics import ensure_topics, read_topic, topic_end
@@ -37,20 +36,19 @@ T0 = 1_750_000_000_000
 
 
 def settings(tag: str) -> CitygridSettings:
-    """Isolated topics and app id."""
+    """Isolated state, topics and app id."""
     base = CitygridSettings()
     return base.model_copy(update={
-        "data_dir": Path("/tmp") / f"citygrid-bench-{tag}",
+        "paths": PathSettings.under(Path("/tmp") / f"citygrid-bench-{tag}", base.paths.cache_dir),
         "kafka": base.kafka.model_copy(update={
-            "readings_topic": f"lb-{tag}", "stats_topic": f"lb-{tag}.stats", "stream_app_id": f"lb-{tag}"}),
-        "stream": base.stream.model_copy(update={
+            "readings_topic": f"lb-{tag}", "stats_topic": f"lb-{tag}.stats", "stream_app_id": f"lb-{tag}",
             "forecasts_topic": f"lb-{tag}.forecasts", "alerts_topic": f"lb-{tag}.alerts"}),
     })
 
 
-def workload(readings: int, devices: int) -> list[tuple[bytes, bytes]]:
+def workload(readings: int, devices: int, cache_dir: Path) -> list[tuple[bytes, bytes]]:
     """(key, envelope) of `devices` devices replaying SimBench profiles, interleaved like live traffic."""
-    profiles = load_profiles(repo_root() / ".cache")
+    profiles = load_profiles(cache_dir)
     keys = [DeviceKey.generate() for _ in range(devices)]
     per = readings // devices
     out = []
@@ -118,7 +116,7 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=100)
     a = ap.parse_args()
     s = settings(uuid.uuid4().hex[:8])
-    records = workload(a.readings, a.devices)
+    records = workload(a.readings, a.devices, s.paths.cache_dir)
     bare = bare_loop(records, s)
     faust_rate = in_faust(records, s)
     ratio = faust_rate / bare["learn_batch"]

@@ -19,9 +19,9 @@ app = typer.Typer(help="citygrid: signed IoT readings from edge to ledger.", no_
 
 # group → (help, [(module, its Typer attribute, the extra it needs)]); "" puts commands at the top level.
 GROUPS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
-    "": ("", [("citygrid.devtools.cli", "app", "dev")]),
+    "": ("", [("citygrid.devtools.cli", "app", "stream,ledger,sim")]),
     "servers": ("The local real servers: Mosquitto, Kafka, the dev chain, Prometheus.",
-                [("citygrid.devtools.cli", "servers", "dev")]),
+                [("citygrid.devtools.cli", "servers", "stream,ledger,sim")]),
     "edge": ("Edge devices: keys, the agent, models, deployment.",
              [("citygrid.edge.cli", "app", "edge"), ("citygrid.sim.cli", "edge", "sim"),
               ("citygrid.ops.cli", "edge", "ops")]),

@@ -13,8 +13,20 @@ from dataclasses import asdict, dataclass
 
 import msgpack
 
-from citygrid.errors import AdviceRejected, BadSignature, ModelUpdateRejected
+from citygrid.errors import BadSignature, CitygridError
 from citygrid.signing import DeviceKey, verify_signature
+
+
+class CommandRejected(CitygridError, reason="rejected"):
+    """A command to a device (signal advice, model update) that the device must not act on."""
+
+
+class AdviceRejected(CommandRejected, reason="bad_advice"):
+    """A command on an intersection's topic is not usable signal advice for it; the light keeps its plan."""
+
+
+class ModelUpdateRejected(CommandRejected, reason="bad_model_update"):
+    """A model update failed its signature, hash or version check and was not installed."""
 
 
 @dataclass(frozen=True)

@@ -8,74 +8,42 @@ from __future__ import annotations
 
 
 class CitygridError(Exception):
-    """Base of every error citygrid raises on purpose."""
+    """Base of every error citygrid raises on purpose; `reason` is its short machine-readable name."""
+
+    reason = "error"
+
+    def __init_subclass__(cls, reason: str = "", **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reason = reason or cls.reason
 
 
-class ReadingRejected(CitygridError):
+class ReadingRejected(CitygridError, reason="rejected"):
     """A reading that must not enter the platform; `reason` names why."""
 
-    reason = "rejected"
 
-
-class MalformedReading(ReadingRejected):
+class MalformedReading(ReadingRejected, reason="malformed"):
     """The bytes are not a reading of a schema version we understand."""
 
-    reason = "malformed"
 
-
-class UnknownDevice(ReadingRejected):
+class UnknownDevice(ReadingRejected, reason="unknown_device"):
     """The device is not in the registry, so its signature cannot be checked."""
 
-    reason = "unknown_device"
 
-
-class BadSignature(ReadingRejected):
+class BadSignature(ReadingRejected, reason="bad_signature"):
     """The signature does not match the device's registered public key."""
 
-    reason = "bad_signature"
 
-
-class DuplicateReading(ReadingRejected):
+class DuplicateReading(ReadingRejected, reason="duplicate"):
     """This (device, seq) was already accepted."""
 
-    reason = "duplicate"
 
-
-class ReplayedReading(ReadingRejected):
+class ReplayedReading(ReadingRejected, reason="replayed"):
     """The sequence number is older than the device's replay window."""
 
-    reason = "replayed"
 
-
-class OutOfRange(ReadingRejected):
+class OutOfRange(ReadingRejected, reason="out_of_range"):
     """A value or timestamp lies outside what a real sensor can report."""
 
-    reason = "out_of_range"
 
-
-class ConfigError(CitygridError):
+class ConfigError(CitygridError, reason="config"):
     """Configuration or key material is missing or unusable."""
-
-
-class CommandRejected(CitygridError):
-    """A command to a device (signal advice, model update) that the device must not act on."""
-
-    reason = "rejected"
-
-
-class AdviceRejected(CommandRejected):
-    """A command on an intersection's topic is not usable signal advice for it; the light keeps its plan."""
-
-    reason = "bad_advice"
-
-
-class ModelUpdateRejected(CommandRejected):
-    """A model update failed its signature, hash or version check and was not installed."""
-
-    reason = "bad_model_update"
-
-
-class RecordRejected(CitygridError):
-    """A record on a Kafka topic (forecast, alert, order, trade) that does not match its schema."""
-
-    reason = "malformed"

@@ -25,11 +25,13 @@ class PublishError(CitygridError):
     """The broker could not be reached or did not acknowledge in time."""
 
 
-def mqtt_client(s: MqttSettings, client_id: str, manual_ack: bool = False) -> mqtt.Client:
-    """A client with a persistent session (clean_session=False) under `client_id`, with the
-    configured credentials: the broker keeps what it owes this client while it is away."""
+def mqtt_client(s: MqttSettings, client_id: str, manual_ack: bool = False,
+                clean_session: bool = False) -> mqtt.Client:
+    """A client under `client_id` with the configured credentials; by default with a persistent
+    session, so the broker keeps what it owes this client while it is away (an observer that must
+    leave nothing behind asks for a clean one)."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
         protocol=mqtt.MQTTv311, manual_ack=manual_ack,
     )
     if s.username:
@@ -101,10 +103,6 @@ class Publisher:
         fill its outbox) while the broker is away."""
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=30)
         self.client.loop_start()
-
-    def wait_connected(self, timeout_s: float) -> bool:
-        """True once the session is up (False after `timeout_s`)."""
-        return self._connected.wait(timeout_s)
 
     def publish(self, topic: str, payload: bytes, timeout_s: float = 10.0) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK."""

@@ -12,9 +12,13 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from citygrid.errors import RecordRejected
+from citygrid.errors import CitygridError
 
 MAX_RECORD_BYTES = 64 * 1024
+
+
+class RecordRejected(CitygridError, reason="malformed"):
+    """A record on a Kafka topic (forecast, alert, order, trade) that does not match its schema."""
 
 
 class _Record(BaseModel):

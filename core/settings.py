@@ -37,51 +37,37 @@ class _Section(BaseModel):
 
 
 class PathSettings(_Section):
-    """Where a process keeps its state and finds cached data; derived files live under data_dir."""
+    """Where a process keeps its state and finds cached data. Relative paths are taken from the
+    working directory (the checkout, for the local platform) and made absolute at start; a file left
+    unset lives under data_dir."""
 
     data_dir: Path = Path(".run")
     cache_dir: Path = Path(".cache")  # downloaded data and tools: SimBench, SUMO scenarios, Kafka jars
-    device_registry: Path | None = None  # default <data_dir>/devices.json
-    keystore: Path | None = None  # default <data_dir>/keystore.json
-    models_dir: Path | None = None  # default <data_dir>/models
+    device_registry: Path | None = None  # <data_dir>/devices.json
+    keystore: Path | None = None  # <data_dir>/keystore.json
+    models_dir: Path | None = None  # <data_dir>/models
+    anchor_store: Path | None = None  # <data_dir>/anchors.sqlite
+    settlement_store: Path | None = None  # <data_dir>/settlements.sqlite
+    logs_dir: Path | None = None  # <data_dir>/logs: child processes of the demo
+    servers_dir: Path | None = None  # <data_dir>/servers: the local servers' config, data and pid files
 
     @model_validator(mode="after")
     def _derive(self) -> PathSettings:
+        defaults = {"device_registry": "devices.json", "keystore": "keystore.json", "models_dir": "models",
+                    "anchor_store": "anchors.sqlite", "settlement_store": "settlements.sqlite",
+                    "logs_dir": "logs", "servers_dir": "servers"}
         # Absolute from the start: child processes and servers run in other working directories.
-        for name in ("data_dir", "cache_dir", "device_registry", "keystore", "models_dir"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, getattr(self, name).absolute())
-        d = self.data_dir
-        for name, default in (("device_registry", d / "devices.json"), ("keystore", d / "keystore.json"),
-                              ("models_dir", d / "models")):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, default)
+        object.__setattr__(self, "data_dir", self.data_dir.absolute())
+        object.__setattr__(self, "cache_dir", self.cache_dir.absolute())
+        for name, file in defaults.items():
+            value = getattr(self, name)
+            object.__setattr__(self, name, self.data_dir / file if value is None else value.absolute())
         return self
 
     @classmethod
     def under(cls, data_dir: Path, cache_dir: Path | None = None) -> PathSettings:
         """Every state path under `data_dir` (the cache kept unless given)."""
         return cls(data_dir=data_dir, **({"cache_dir": cache_dir} if cache_dir else {}))
-
-    @property
-    def anchor_store(self) -> Path:
-        """The anchorer's SQLite store of batches and leaves."""
-        return self.data_dir / "anchors.sqlite"
-
-    @property
-    def settlement_store(self) -> Path:
-        """The settler's SQLite store of settled intervals."""
-        return self.data_dir / "settlements.sqlite"
-
-    @property
-    def logs_dir(self) -> Path:
-        """Logs of child processes started by the demo."""
-        return self.data_dir / "logs"
-
-    @property
-    def servers_dir(self) -> Path:
-        """Local servers' pid files, configuration and data."""
-        return self.data_dir / "servers"
 
 
 class MqttSettings(_Section):
@@ -124,8 +110,9 @@ class ChainSettings(_Section):
     url: str = "ws://127.0.0.1:8011"
     port: int = 8011  # where the local dev chain listens (citygrid servers up)
     signer_uri: str = Field(default="//Alice", repr=False)
-    # The dev chain's genesis (raw chain spec); default: ../shared/chain/ beside the checkout.
-    genesis: Path | None = None
+    # The local dev chain's genesis (a raw chain spec), kept in the project's shared folder beside the
+    # checkout; relative to the working directory.
+    genesis: Path = Path("../shared/chain/asset-hub-paseo-local.raw.json")
 
 
 class AnchorSettings(_Section):
@@ -166,7 +153,7 @@ class SettlementSettings(_Section):
     # Participants' secret URIs by name (JSON), for keys kept in a Secret rather than the keystore file.
     participant_keys: dict[str, str] = Field(default_factory=dict, repr=False)
     # Test hook: the settler kills itself at this step ("after_submit", …) to prove crash safety.
-    crash_at: str = ""
+    crash_at: Literal["", "prepared", "signed", "submitted", "included", "settled"] = ""
 
 
 class GrafanaSettings(_Section):
@@ -189,6 +176,13 @@ class PrometheusSettings(_Section):
 
     port: int = 19090
     scrape_interval_s: int = 5
+
+
+class LocalSettings(_Section):
+    """The local platform's servers (citygrid servers, the demo, the test fixtures)."""
+
+    # Leave servers a test session started running for the next session (saves their start-up).
+    keep_servers: bool = False
 
 
 class StreamSettings(_Section):
@@ -268,21 +262,39 @@ class CitygridSettings(BaseSettings):
         extra="forbid",
     )
 
+    # Where things are.
     paths: PathSettings = PathSettings()
-    metrics_port: int = Field(default=0, ge=0, le=65535)
-    # 0.0.0.0 inside a Kubernetes pod so Prometheus can scrape it; loopback on a workstation.
-    metrics_host: str = "127.0.0.1"
     mqtt: MqttSettings = MqttSettings()
     kafka: KafkaSettings = KafkaSettings()
     chain: ChainSettings = ChainSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
+    # Every long-running process serves /metrics here (0 = not at all); 0.0.0.0 inside a Kubernetes pod
+    # so Prometheus can scrape it, loopback on a workstation.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # What each process does.
     anchor: AnchorSettings = AnchorSettings()
     stream: StreamSettings = StreamSettings()
     market: MarketSettings = MarketSettings()
     settlement: SettlementSettings = SettlementSettings()
-    grafana: GrafanaSettings = GrafanaSettings()
-    prometheus: PrometheusSettings = PrometheusSettings()
     edge: EdgeSettings = EdgeSettings()
+    metrics_host: str = "127.0.0.1"
     traffic: TrafficSettings = TrafficSettings()
+    # The local platform only.
+    prometheus: PrometheusSettings = PrometheusSettings()
+    local: LocalSettings = LocalSettings()
+
+    @model_validator(mode="after")
+    def _no_unknown_variables(self) -> CitygridSettings:
+        # pydantic-settings ignores an environment variable that names no field; a misspelt
+        # CITYGRID_* variable must stop the process at start instead of leaving a default in force.
+        prefix = self.model_config["env_prefix"]
+        unknown = sorted(k for k in os.environ
+                         if k.upper().startswith(prefix)
+                         and k[len(prefix):].split("__")[0].lower() not in type(self).model_fields)
+        if unknown:
+            raise ValueError(f"unknown settings {', '.join(unknown)}; the settings are "
+                             f"{', '.join(prefix + n.upper() for n in type(self).model_fields)}")
+        return self
 
     def as_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """An environment (on top of `base`, default os.environ) that gives a child process

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 from citygrid.errors import BadSignature, ConfigError, UnknownDevice
+from citygrid.storage import atomic_write
 
 
 def device_id_for(public_key: bytes) -> str:
@@ -48,11 +48,7 @@ class DeviceKey:
 
     def save(self, path: Path) -> None:
         """Write the seed readable by the owner only."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(bytes(self.signing_key).hex())
+        atomic_write(Path(path), bytes(self.signing_key).hex(), mode=0o600)
 
     @property
     def public_key(self) -> bytes:
@@ -109,11 +105,7 @@ class DeviceRegistry:
 
     def save(self, path: Path) -> None:
         """Write the registry atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({k: v.hex() for k, v in sorted(self._keys.items())}, indent=1))
-        tmp.replace(path)
+        atomic_write(Path(path), json.dumps({k: v.hex() for k, v in sorted(self._keys.items())}, indent=1))
 
     def add(self, public_key: bytes) -> str:
         """Register a public key and return its device id."""

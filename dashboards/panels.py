@@ -8,6 +8,8 @@ from grafana_foundation_sdk.models.dashboard import DataSourceRef
 # Panels point at the dashboard's datasource variable, so the same JSON works with the
 # Prometheus data source `citygrid dashboards push` creates and with a cluster's own.
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
+# Grafana's rate window: at least four scrape intervals, whatever the data source scrapes at.
+RATE = "$__rate_interval"
 
 
 def datasource_variable() -> dashboard.DatasourceVariable:
@@ -38,3 +40,9 @@ def single(title: str, expr: str, unit: str = "short", description: str = "", wi
     if description:
         panel = panel.description(description)
     return panel.with_target(query(expr))
+
+
+def quantiles(histogram: str, *qs: float) -> dict[str, str]:
+    """Legend ("p95") → PromQL of each quantile of a prometheus-client histogram, over all its series."""
+    return {f"p{round(q * 100)}": f"histogram_quantile({q}, sum by (le) (rate({histogram}_bucket[{RATE}])))"
+            for q in qs}

@@ -9,7 +9,9 @@ outside what happened: Kafka topic offsets, the anchor store, the chain.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
@@ -17,13 +19,25 @@ from substrateinterface import Keypair
 
 from citygrid.devtools import local_servers
 from citygrid.devtools.processes import spawn, stop
+from citygrid.devtools.prometheus import register_target
+from citygrid.ledger.anchor_store import AnchorStore
+from citygrid.ledger.chain import ChainClient
+from citygrid.ledger.errors import ProofInvalid
+from citygrid.ledger.proofs import ProofBundle, build_bundle, verify_offline, verify_on_chain
+from citygrid.reading import Reading, SignedReading
 from citygrid.settings import CitygridSettings
+from citygrid.sim.fleet import SimDevice, provision, replay_fleet, send_bad_readings
+from citygrid.stream.ingest import prepare_session
+from citygrid.stream.kafka_topics import ensure_topics, topic_end
+from citygrid.topics import stream_output_topics
 
 DEMO_ANCHOR_INTERVAL_S = 3600
 DEMO_METRICS_PORT = 19101  # ingest, worker, anchorer take this and the next ports
+PROCESSES = (("ingest", ["stream", "ingest"]), ("worker", ["stream", "worker"]),
+             ("anchorer", ["ledger", "anchor"]))
 
 
-def wait_for(what: str, check, timeout_s: float, console: Console) -> bool:
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float, console: Console) -> bool:
     """Poll `check()` until true; False on timeout."""
     deadline = time.monotonic() + timeout_s
     with console.status(f"waiting for {what}…"):
@@ -35,17 +49,35 @@ def wait_for(what: str, check, timeout_s: float, console: Console) -> bool:
     return False
 
 
+@dataclass
+class Baseline:
+    """What the topics and the anchor store held before the demo, so its report counts only its own."""
+
+    s: CitygridSettings
+    store: AnchorStore
+    ends: dict[str, int] = field(default_factory=dict)
+    leaves: int = 0
+    batches: set[int] = field(default_factory=set)
+
+    def take(self) -> Baseline:
+        """Record the current counts."""
+        self.ends = {t: topic_end(self.s.kafka, t) for t in stream_output_topics(self.s)}
+        self.leaves = self.store.counts()[2]
+        self.batches = {b.id for b in self.store.batches()}
+        return self
+
+    def delta(self, topic: str) -> int:
+        """Records written to `topic` since the baseline."""
+        return topic_end(self.s.kafka, topic) - self.ends[topic]
+
+    def anchored(self) -> int:
+        """Readings anchored since the baseline."""
+        return self.store.counts()[2] - self.leaves
+
+
 def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
              console: Console) -> int:
     """Run the demo; return a process exit code."""
-    from citygrid.ledger.anchor_store import AnchorStore
-    from citygrid.ledger.chain import ChainClient
-    from citygrid.ledger.errors import ProofInvalid
-    from citygrid.ledger.proofs import ProofBundle, build_bundle, verify_offline, verify_on_chain
-    from citygrid.sim.fleet import provision, replay_fleet, send_bad_readings
-    from citygrid.stream.ingest import prepare_session
-    from citygrid.stream.kafka_topics import ensure_topics, topic_end
-
     t0 = time.monotonic()
     s = s.model_copy(update={"anchor": s.anchor.model_copy(update={"interval_s": DEMO_ANCHOR_INTERVAL_S})})
     with console.status("starting Mosquitto, Kafka and the dev chain…"):
@@ -53,65 +85,78 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
     console.print(f"servers up in {time.monotonic() - t0:.1f}s (started: {', '.join(started) or 'none'})")
     prepare_session(s)
     fleet = provision(s.paths, devices)
-    store = AnchorStore(s.paths.anchor_store)
-    topics = [s.kafka.readings_topic, s.kafka.dead_letter_topic, s.kafka.stats_topic,
-              s.kafka.forecasts_topic, s.kafka.alerts_topic]
-    ensure_topics(s.kafka, topics)
-    before = {t: topic_end(s.kafka, t) for t in topics}
-    leaves_before = store.counts()[2]
-    batches_before = {b.id for b in store.batches()}
-
-    env = s.as_env()
-    logs = s.paths.data_dir / "logs"
-    ok = True
+    ensure_topics(s.kafka, stream_output_topics(s))
+    base = Baseline(s, AnchorStore(s.paths.anchor_store)).take()
     with ExitStack() as stack:
         if not keep_servers:
             stack.callback(local_servers.down, s)
-        scraped = local_servers.servers(s).get("prometheus")
-        for port, (name, args) in enumerate(
-            (("ingest", ["stream", "ingest"]), ("worker", ["stream", "worker"]),
-             ("anchorer", ["ledger", "anchor"])), start=DEMO_METRICS_PORT):
-            stack.callback(stop, spawn(args, {**env, "CITYGRID_METRICS_PORT": str(port)},
-                                       logs / f"{name}.log"))
-            if scraped:
-                from citygrid.devtools.prometheus import register_target
-
-                register_target(scraped.dir(s.paths.data_dir.resolve()), name, port)
-        console.print(f"ingest, Faust worker and anchorer running (logs in {logs})")
-
+        scraped = _start_processes(s, stack, console)
         sent = replay_fleet(s, fleet, steps)
         bad = send_bad_readings(s, fleet[0].key)
         console.print(f"{sent} signed readings published by {len(fleet)} devices; {bad} bad ones")
+        ok = _wait_for_pipeline(base, sent, bad, console)
+        batches = _print_batches(base, console)
+        verified, ok_proofs = _check_proofs(s, base.store, fleet, console)
+        _print_summary(base, sent, batches, verified, console)
+        if scraped:
+            console.print(f"Prometheus scrapes the ingest, worker and anchorer at "
+                          f"http://127.0.0.1:{s.prometheus.port} (citygrid_* metrics)")
+        ok &= ok_proofs
+    console.print(f"{'[green]done' if ok else '[red]FAILED'}[/] in {time.monotonic() - t0:.1f}s")
+    return 0 if ok else 1
 
-        def delta(t: str) -> int:
-            return topic_end(s.kafka, t) - before[t]
 
-        ok &= wait_for("ingest", lambda: delta(s.kafka.readings_topic) >= sent
-                       and delta(s.kafka.dead_letter_topic) >= bad, 120, console)
-        ok &= wait_for("the Faust worker", lambda: delta(s.kafka.stats_topic) >= sent
-                       and delta(s.kafka.forecasts_topic) >= sent, 120, console)
-        ok &= wait_for("anchoring", lambda: store.counts()[2] - leaves_before >= sent
-                       and not store.batches(pending_only=True), 180, console)
+def _start_processes(s: CitygridSettings, stack: ExitStack, console: Console) -> bool:
+    """The ingest, a Faust worker and the anchorer as child processes (stopped with the stack);
+    registered with the local Prometheus where it runs. True if Prometheus scrapes them."""
+    prometheus = local_servers.servers(s).get("prometheus")
+    env = s.as_env()
+    for port, (name, args) in enumerate(PROCESSES, start=DEMO_METRICS_PORT):
+        proc = spawn(args, {**env, "CITYGRID_METRICS_PORT": str(port)}, s.paths.logs_dir / f"{name}.log")
+        stack.callback(stop, proc)
+        if prometheus:
+            register_target(prometheus.dir, name, port)
+    console.print(f"ingest, Faust worker and anchorer running (logs in {s.paths.logs_dir})")
+    return prometheus is not None
 
-        new_batches = [b for b in store.batches() if b.id not in batches_before]
-        table = Table("interval (UTC)", "readings", "Merkle root", "block", title="anchored batches")
-        for b in new_batches:
-            table.add_row(time.strftime("%H:%M", time.gmtime(b.interval_start_ms / 1000)),
-                          str(b.count), b.root.hex()[:16] + "…",
-                          f"#{b.block_number} {b.block_hash}" if b.anchored else "pending")
-        console.print(table)
 
-        chain = ChainClient(s.chain.url)
-        anchor_key = "0x" + Keypair.create_from_uri(s.chain.signer_uri).public_key.hex()
-        verified = offline = 0
+def _wait_for_pipeline(base: Baseline, sent: int, bad: int, console: Console) -> bool:
+    """Wait until every reading went through ingest, worker and anchorer; False if one timed out."""
+    k = base.s.kafka
+    ok = wait_for("ingest", lambda: base.delta(k.readings_topic) >= sent
+                  and base.delta(k.dead_letter_topic) >= bad, 120, console)
+    ok &= wait_for("the Faust worker", lambda: base.delta(k.stats_topic) >= sent
+                   and base.delta(k.forecasts_topic) >= sent, 120, console)
+    ok &= wait_for("anchoring", lambda: base.anchored() >= sent
+                   and not base.store.batches(pending_only=True), 180, console)
+    return ok
+
+
+def _print_batches(base: Baseline, console: Console) -> int:
+    """The table of batches this demo anchored; returns how many."""
+    new_batches = [b for b in base.store.batches() if b.id not in base.batches]
+    table = Table("interval (UTC)", "readings", "Merkle root", "block", title="anchored batches")
+    for b in new_batches:
+        table.add_row(time.strftime("%H:%M", time.gmtime(b.interval_start_ms / 1000)),
+                      str(b.count), b.root.hex()[:16] + "…",
+                      f"#{b.block_number} {b.block_hash}" if b.anchored else "pending")
+    console.print(table)
+    return len(new_batches)
+
+
+def _check_proofs(s: CitygridSettings, store: AnchorStore, fleet: list[SimDevice],
+                  console: Console) -> tuple[int, bool]:
+    """Each device's last reading proven on chain and offline, and a tampered one refused."""
+    chain = ChainClient(s.chain.url)
+    anchor_key = "0x" + Keypair.create_from_uri(s.chain.signer_uri).public_key.hex()
+    verified, ok = 0, True
+    try:
         for d in fleet:
-            last = d.next_seq() - 1
-            bundle = build_bundle(store, d.key.device_id, last, d.key.public_key, chain)
+            bundle = build_bundle(store, d.key.device_id, d.next_seq() - 1, d.key.public_key, chain)
             verify_on_chain(bundle, chain, anchor_key)
-            verified += 1
             # The same bundle checks out with no connection at all: saved header, block, signature.
             verify_offline(bundle, anchor_key)
-            offline += 1
+            verified += 1
         tampered = bundle.model_copy(update={"envelope": _tamper(bundle)})
         try:
             verify_on_chain(ProofBundle.model_validate(tampered.model_dump()), chain, anchor_key)
@@ -119,33 +164,33 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
             ok = False
         except ProofInvalid as exc:
             console.print(f"tampered reading rejected as it must be: {exc}")
-
-        summary = Table("step", "count", title="citygrid demo")
-        summary.add_row("readings published (QoS 1, acked)", str(sent))
-        summary.add_row("ingested into Kafka 'readings'", str(delta(s.kafka.readings_topic)))
-        summary.add_row("rejected to 'readings.dead'", str(delta(s.kafka.dead_letter_topic)))
-        summary.add_row("device stats updated by the Faust worker", str(delta(s.kafka.stats_topic)))
-        summary.add_row("River forecasts (per device and per feeder)", str(delta(s.kafka.forecasts_topic)))
-        summary.add_row("anomaly alerts", str(delta(s.kafka.alerts_topic)))
-        summary.add_row("anchored on chain", str(store.counts()[2] - leaves_before))
-        summary.add_row("Merkle roots on chain", str(len(new_batches)))
-        summary.add_row("proofs verified against the chain", str(verified))
-        summary.add_row("the same proofs verified offline (saved block)", str(offline))
-        console.print(summary)
-        if scraped:
-            console.print(f"Prometheus scrapes the ingest, worker and anchorer at "
-                          f"http://127.0.0.1:{s.prometheus.port} (citygrid_* metrics)")
+    finally:
         chain.close()
-    console.print(f"{'[green]done' if ok else '[red]FAILED'}[/] in {time.monotonic() - t0:.1f}s")
-    return 0 if ok else 1
+    return verified, ok
 
 
-def _tamper(bundle) -> str:
+def _print_summary(base: Baseline, sent: int, batches: int, verified: int, console: Console) -> None:
+    k = base.s.kafka
+    summary = Table("step", "count", title="citygrid demo")
+    for step, count in (
+        ("readings published (QoS 1, acked)", sent),
+        ("ingested into Kafka 'readings'", base.delta(k.readings_topic)),
+        ("rejected to 'readings.dead'", base.delta(k.dead_letter_topic)),
+        ("device stats updated by the Faust worker", base.delta(k.stats_topic)),
+        ("River forecasts (per device and per feeder)", base.delta(k.forecasts_topic)),
+        ("anomaly alerts", base.delta(k.alerts_topic)),
+        ("anchored on chain", base.anchored()),
+        ("Merkle roots on chain", batches),
+        ("proofs verified against the chain", verified),
+        ("the same proofs verified offline (saved block)", verified),
+    ):
+        summary.add_row(step, str(count))
+    console.print(summary)
+
+
+def _tamper(bundle: ProofBundle) -> str:
     """The bundle's envelope with one value of the reading changed (signature kept)."""
-    from citygrid.reading import Reading, SignedReading
-
     signed = bundle.signed()
     r = signed.reading()
     forged = Reading(**{**r.model_dump(), "values": {k: v + 1.0 for k, v in r.values.items()}})
     return SignedReading(forged.body(), signed.signature).encode().hex()
-

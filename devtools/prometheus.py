@@ -1,8 +1,8 @@
 """A local Prometheus (Debian's `prometheus`) that scrapes the local platform's processes.
 
 Targets are file_sd JSON files, one per process, so the demo can add and remove processes while
-Prometheus runs (it re-reads them without a restart). Built on citygrid.devtools.local_servers.Server so
-`citygrid servers up` can start it like the other local servers.
+Prometheus runs (it re-reads them without a restart). Built on citygrid.devtools.server.Server
+so `citygrid servers up` can start it like the other local servers.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import json
 import shutil
 from pathlib import Path
 
-from citygrid.devtools.local_servers import Server, ServerError
+from citygrid.devtools.server import Server, ServerError
 from citygrid.settings import CitygridSettings
+from citygrid.storage import atomic_write
 
 TARGETS_DIR = "targets"
 
@@ -35,9 +36,8 @@ def register_target(d: Path, process: str, port: int, host: str = "127.0.0.1") -
     targets = d / TARGETS_DIR
     targets.mkdir(parents=True, exist_ok=True)
     path = targets / f"{process}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([{"targets": [f"{host}:{port}"], "labels": {"process": process}}]))
-    tmp.replace(path)  # atomic, so Prometheus never reads half a file
+    # Atomic, so Prometheus never reads half a file.
+    atomic_write(path, json.dumps([{"targets": [f"{host}:{port}"], "labels": {"process": process}}]))
     return path
 
 
@@ -56,4 +56,4 @@ def server(s: CitygridSettings, name: str = "prometheus") -> Server:
                 f"--storage.tsdb.path={d / 'data'}", f"--web.listen-address=127.0.0.1:{s.prometheus.port}",
                 "--storage.tsdb.retention.time=2d", "--log.level=warn"]
 
-    return Server(name, s.prometheus.port, command, prepare, lambda: True, 60)
+    return Server(name, s.prometheus.port, s.paths.servers_dir / name, command, prepare, lambda: True, 60)

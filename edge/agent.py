@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 import structlog
 from prometheus_client import Counter
 
+from citygrid.commands import ModelUpdateRejected
 from citygrid.edge.drivers import Driver
 from citygrid.edge.errors import ModelError
 from citygrid.edge.inference import Scorer
 from citygrid.edge.model_update import ModelStore
 from citygrid.edge.outbox_sender import OutboxSender
 from citygrid.edge.store_forward import Outbox
-from citygrid.errors import ModelUpdateRejected
 from citygrid.mqtt import Publisher
 from citygrid.reading import ModelOutput, Reading, SignedReading, sign_reading
 from citygrid.signing import DeviceKey

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -28,8 +29,8 @@ def keygen(out: Path = typer.Argument(..., help="Where to write the device's sec
     console.print(key.device_id)
 
 
-def run_agent(s: CitygridSettings, key: Path, outbox: Path, driver_for: callable, district: str,
-              until_seq: int | None, commit_every: int, with_models: bool) -> None:
+def run_agent(s: CitygridSettings, key: Path, outbox: Path, driver_for: Callable[[int], Driver],
+              district: str, until_seq: int | None, commit_every: int, with_models: bool) -> None:
     """Run one agent until its driver ends (or `until_seq`); `driver_for(first_seq)` makes its driver,
     so a restarted device measures on from where it stopped."""
     from citygrid.edge.agent import EdgeAgent

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import structlog
 from prometheus_client import Counter
 
-from citygrid.commands import open_model_update
+from citygrid.commands import ModelUpdateRejected, open_model_update
 from citygrid.edge.errors import ModelError
 from citygrid.edge.inference import OnnxModel
-from citygrid.errors import ModelUpdateRejected
+from citygrid.storage import atomic_write
 
 log = structlog.get_logger(__name__)
 UPDATES = Counter("citygrid_edge_model_updates_total", "Model updates received, by outcome", ["outcome"])
@@ -44,12 +43,7 @@ class ModelStore:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def _write_state(self, state: dict) -> None:
-        tmp = self.dir / "state.json.tmp"
-        with open(tmp, "w") as f:
-            json.dump(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / "state.json")
+        atomic_write(self.dir / "state.json", json.dumps(state))
 
     def _load(self, file: str) -> OnnxModel:
         model = OnnxModel(self.dir / file, self.threads)
@@ -96,12 +90,7 @@ class ModelStore:
         return model
 
     def _activate(self, file: str, onnx: bytes, serial: int) -> OnnxModel:
-        tmp = self.dir / (file + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(onnx)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.dir / file)
+        atomic_write(self.dir / file, onnx)
         model = self._load(file)  # raises ModelError: state.json still names the old model
         state = self._state()
         self._write_state({"current": file, "previous": state.get("current"), "serial": serial,

@@ -12,7 +12,6 @@ when it is reached.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from citygrid.edge.errors import OutboxFull
+from citygrid.storage import open_sqlite
 
 log = structlog.get_logger(__name__)
 
@@ -42,15 +42,11 @@ class Outbox:
         if policy not in POLICIES:
             raise ValueError(f"outbox policy {policy!r} is not one of {POLICIES}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
         self.policy = policy
         self._lock = threading.Lock()
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves so each put is one transaction.
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.executescript(_SCHEMA)
+        # Autocommit: we issue BEGIN/COMMIT ourselves so each put is one transaction.
+        self._db = open_sqlite(self.path, _SCHEMA, synchronous)
         count, size = self._db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox"
                                        ).fetchone()
         self._count, self._bytes = count, size

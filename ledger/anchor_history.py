@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from citygrid.ledger.anchor_store import Batch
-from citygrid.ledger.anchorer import parse_remark
 from citygrid.ledger.chain import ChainClient, Inclusion
-from citygrid.ledger.settlement_history import remark_hash
+from citygrid.ledger.remarks import parse_anchor_remark, remark_hash
 
 
 def anchor_problem(chain: ChainClient, batch: Batch, anchor_public_key: str) -> str | None:
@@ -13,7 +12,7 @@ def anchor_problem(chain: ChainClient, batch: Batch, anchor_public_key: str) -> 
     if not batch.anchored:
         return "the batch is not anchored yet"
     try:
-        _, count, root = parse_remark(batch.remark)
+        _, count, root = parse_anchor_remark(batch.remark)
     except ValueError as exc:
         return f"the stored remark is not an anchor remark: {exc}"
     if root != batch.root or count != batch.count:

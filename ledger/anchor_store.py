@@ -7,36 +7,11 @@ once, which is what makes re-consumed Kafka records harmless after a crash.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from citygrid.ledger.chain import Inclusion
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS batches (
-  id INTEGER PRIMARY KEY,
-  interval_start_ms INTEGER NOT NULL,
-  root BLOB NOT NULL,
-  count INTEGER NOT NULL,
-  remark TEXT NOT NULL,
-  block_hash TEXT,
-  block_number INTEGER,
-  extrinsic_index INTEGER,
-  created_s REAL NOT NULL,
-  anchored_s REAL
-);
-CREATE TABLE IF NOT EXISTS leaves (
-  batch_id INTEGER NOT NULL REFERENCES batches(id),
-  idx INTEGER NOT NULL,
-  device TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  envelope BLOB NOT NULL,
-  PRIMARY KEY (batch_id, idx),
-  UNIQUE (device, seq)
-);
-"""
+from citygrid.ledger.sqlite_store import SqliteStore
 
 
 @dataclass(frozen=True)
@@ -58,20 +33,32 @@ class Batch:
         return self.block_hash is not None
 
 
-class AnchorStore:
-    """The anchorer's durable state."""
+class AnchorStore(SqliteStore):
+    """The anchorer's durable state (opened with `AnchorStore(settings.paths.anchor_store)`)."""
 
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
-
-    def close(self) -> None:
-        """Close the database."""
-        self.db.close()
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS batches (
+      id INTEGER PRIMARY KEY,
+      interval_start_ms INTEGER NOT NULL,
+      root BLOB NOT NULL,
+      count INTEGER NOT NULL,
+      remark TEXT NOT NULL,
+      block_hash TEXT,
+      block_number INTEGER,
+      extrinsic_index INTEGER,
+      created_s REAL NOT NULL,
+      anchored_s REAL
+    );
+    CREATE TABLE IF NOT EXISTS leaves (
+      batch_id INTEGER NOT NULL REFERENCES batches(id),
+      idx INTEGER NOT NULL,
+      device TEXT NOT NULL,
+      seq INTEGER NOT NULL,
+      envelope BLOB NOT NULL,
+      PRIMARY KEY (batch_id, idx),
+      UNIQUE (device, seq)
+    );
+    """
 
     def seen(self, device: str, seq: int) -> bool:
         """True if this reading is already in some batch."""

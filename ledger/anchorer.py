@@ -14,18 +14,19 @@ import time
 from dataclasses import dataclass
 
 import structlog
-from kafka import KafkaConsumer
 from kafka.structs import OffsetAndMetadata
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from substrateinterface import Keypair
 
-from citygrid.errors import ReadingRejected
 from citygrid.ledger.anchor_store import AnchorStore, Batch
 from citygrid.ledger.batching import IntervalBatcher
-from citygrid.ledger.chain import ChainClient
+from citygrid.ledger.chain import ChainClient, inclusion_histogram
+from citygrid.ledger.consumer import ledger_consumer
+from citygrid.ledger.keystore import keypair_from_uri
 from citygrid.ledger.merkle import MerkleTree
 from citygrid.ledger.offsets import OffsetTracker
-from citygrid.reading import SignedReading
+from citygrid.ledger.remarks import anchor_remark
+from citygrid.reading import reading_or_none
 from citygrid.settings import CitygridSettings
 
 log = structlog.get_logger(__name__)
@@ -33,26 +34,7 @@ log = structlog.get_logger(__name__)
 ANCHORED_READINGS = Counter("citygrid_anchor_readings_total", "Readings included in anchored batches")
 ANCHORED_BATCHES = Counter("citygrid_anchor_batches_total", "Batches whose root is on chain")
 ANCHOR_FAILURES = Counter("citygrid_anchor_failures_total", "Root submissions that failed")
-ANCHOR_LATENCY = Histogram(
-    "citygrid_anchor_submit_seconds", "Submit-to-inclusion time of an anchor extrinsic",
-    buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32),
-)
-
-REMARK_PREFIX = "citygrid:anchor:v1"
-
-
-def remark_text(interval_start_ms: int, count: int, root: bytes) -> str:
-    """What goes on chain: a readable, versioned line naming the interval, size and root."""
-    return f"{REMARK_PREFIX}:{interval_start_ms}:{count}:{root.hex()}"
-
-
-def parse_remark(text: str) -> tuple[int, int, bytes]:
-    """(interval_start_ms, count, root) from a remark written by `remark_text`."""
-    prefix, _, rest = text.rpartition(":")
-    head = prefix.split(":")
-    if ":".join(head[:3]) != REMARK_PREFIX or len(head) != 5:
-        raise ValueError(f"not a citygrid anchor remark: {text[:80]!r}")
-    return int(head[3]), int(head[4]), bytes.fromhex(rest)
+ANCHOR_LATENCY = inclusion_histogram("citygrid_anchor_submit_seconds", "an anchor extrinsic")
 
 
 @dataclass
@@ -73,20 +55,15 @@ class Anchorer:
         """Open the store and the chain connection named by the settings."""
         return cls(
             s, AnchorStore(s.paths.anchor_store), ChainClient(s.chain.url),
-            Keypair.create_from_uri(s.chain.signer_uri),
+            keypair_from_uri(s.chain.signer_uri, "CITYGRID_CHAIN__SIGNER_URI"),
         )
-
-    def add(self, envelope: bytes) -> bool:
-        """Take one envelope from the readings topic; False if it was already anchored."""
-        return self.place(envelope) is not None
 
     def place(self, envelope: bytes) -> int | None:
         """Batch one envelope; the interval start of the batch now holding it, or None if none does."""
-        try:
-            reading = SignedReading.decode(envelope).reading()
-        except ReadingRejected as exc:
+        reading = reading_or_none(envelope)
+        if reading is None:
             # The ingest only writes verified readings here; anything else is a bug upstream.
-            log.error("anchor_skipped_invalid", reason=exc.reason, error=str(exc))
+            log.error("anchor_skipped_invalid", size=len(envelope), head=envelope[:16].hex())
             return None
         if self.store.seen(reading.device, reading.seq):
             return None
@@ -98,7 +75,7 @@ class Anchorer:
         """Record one batch and put its root on chain."""
         tree = MerkleTree([env for _, _, env in leaves])
         batch = self.store.add_batch(
-            interval_start_ms, tree.root, remark_text(interval_start_ms, len(tree), tree.root),
+            interval_start_ms, tree.root, anchor_remark(interval_start_ms, len(tree), tree.root),
             leaves,
         )
         return self.submit(batch)
@@ -126,11 +103,8 @@ class Anchorer:
     def run(self, stop: threading.Event) -> None:
         """Consume the readings topic until `stop` is set."""
         s = self.settings
-        consumer = KafkaConsumer(
-            s.kafka.readings_topic, bootstrap_servers=s.kafka.bootstrap,
-            group_id=s.kafka.anchor_group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=10_000,
-        )
+        consumer = ledger_consumer(s.kafka, s.kafka.readings_topic, s.kafka.anchor_group,
+                                   max_poll_records=10_000)
         self.resubmit_pending()
         offsets, committed = OffsetTracker(), {}
         last_record = time.monotonic()

@@ -14,15 +14,15 @@ signed origin that paid its fee).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import sr25519
 from pydantic import BaseModel
 
+from citygrid.hashing import blake2_256
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.errors import ProofInvalid
-from citygrid.ledger.substrate_trie import blake2_256, compact, ordered_trie_root, read_compact
+from citygrid.ledger.substrate_trie import compact, ordered_trie_root, read_compact
 
 # FRAME's System pallet is index 0 in every runtime built with construct_runtime, and
 # remark_with_event is its call 7; the signature covers these bytes, so they cannot be swapped.
@@ -100,7 +100,7 @@ def commitment_scheme(extrinsics_root: bytes, extrinsics: list[bytes]) -> str | 
     for version in (0, 1):
         if ordered_trie_root(extrinsics, version) == extrinsics_root:
             return f"substrate-trie-v{version}"
-    if hashlib.blake2b(b"".join(extrinsics), digest_size=32).digest() == extrinsics_root:
+    if blake2_256(b"".join(extrinsics)) == extrinsics_root:
         return "chopsticks-blake2-concat"
     return None
 

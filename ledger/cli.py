@@ -72,7 +72,6 @@ def verify(bundle_file: Path,
                                        "the anchor must have been signed for.")) -> None:
     """Check a reading's proof bundle: device signature, Merkle path, and the root on chain."""
     from pydantic import ValidationError
-    from substrateinterface import Keypair
 
     from citygrid.ledger.proofs import ProofBundle, verify_offline, verify_on_chain
 
@@ -82,8 +81,8 @@ def verify(bundle_file: Path,
     except (OSError, ValidationError) as exc:
         console.print(f"[red]INVALID:[/] {bundle_file} is not a readable proof bundle: {exc}")
         raise typer.Exit(1) from exc
-    expected = anchorer or "0x" + Keypair.create_from_uri(s.chain.signer_uri).public_key.hex()
     try:
+        expected = anchorer or _anchorer_key(s)
         if offline:
             reading, scheme = verify_offline(bundle, expected, genesis)
             console.print(f"offline: header hash, extrinsics ({scheme}) and the anchorer's sr25519 "
@@ -105,15 +104,13 @@ def verify(bundle_file: Path,
 def status(check_chain: bool = typer.Option(False, help="Read each anchored root back from the "
                                             "chain's System.Remarked events.")) -> None:
     """Anchored batches so far."""
-    from substrateinterface import Keypair
-
     from citygrid.ledger.anchor_store import AnchorStore
 
     s = get_settings()
     store = AnchorStore(s.paths.anchor_store)
     table = Table("batch", "interval start (ms)", "readings", "root", "block", "on chain")
     try:
-        chain, anchorer = None, "0x" + Keypair.create_from_uri(s.chain.signer_uri).public_key.hex()
+        chain, anchorer = None, _anchorer_key(s)
         if check_chain:
             from citygrid.ledger.chain import ChainClient
 
@@ -135,24 +132,16 @@ def status(check_chain: bool = typer.Option(False, help="Read each anchored root
 
 def _settler(s: CitygridSettings) -> Settler:
     # Imports stay lazy so `citygrid --help` is fast.
-    from substrateinterface import Keypair
-
-    from citygrid.ledger.chain import ChainClient
-    from citygrid.ledger.errors import KeystoreError
-    from citygrid.ledger.keystore import Keystore
     from citygrid.ledger.settlement import Settler
-    from citygrid.ledger.settlement_store import SettlementStore
 
-    keystore = Keystore.load(s.paths.keystore)
-    if s.settlement.settler_uri:
-        try:
-            settler = Keypair.create_from_uri(s.settlement.settler_uri)
-        except (ValueError, TypeError) as exc:
-            raise KeystoreError("CITYGRID_SETTLEMENT__SETTLER_URI is not a valid secret URI") from exc
-    else:
-        settler = keystore.keypair("settler")
-    return Settler(ChainClient(s.chain.url), SettlementStore(s.paths.settlement_store), keystore,
-                   settler, s.settlement.grid_operator or "grid", s.settlement.asset_id)
+    return Settler.from_settings(s)
+
+
+def _anchorer_key(s: CitygridSettings) -> str:
+    """The configured anchoring account's public key, 0x…: whose remarks count as anchors."""
+    from citygrid.ledger.keystore import keypair_from_uri
+
+    return "0x" + keypair_from_uri(s.chain.signer_uri, "CITYGRID_CHAIN__SIGNER_URI").public_key.hex()
 
 
 @app.command()

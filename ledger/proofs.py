@@ -14,11 +14,11 @@ from pydantic import BaseModel
 
 from citygrid.errors import ReadingRejected
 from citygrid.ledger.anchor_store import AnchorStore
-from citygrid.ledger.anchorer import parse_remark, remark_text
 from citygrid.ledger.block_evidence import BlockEvidence, check_anchor_extrinsic, check_block, fetch_evidence
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.errors import ExtrinsicFailed, ProofInvalid
 from citygrid.ledger.merkle import MerkleTree, ProofStep, root_from_proof
+from citygrid.ledger.remarks import anchor_remark, parse_anchor_remark
 from citygrid.reading import Reading, SignedReading
 from citygrid.signing import device_id_for, verify_signature
 
@@ -109,7 +109,7 @@ def verify_on_chain(bundle: ProofBundle, chain: ChainClient, anchor_public_key: 
             f"{anchor_public_key}"
         )
     try:
-        _, count, root = parse_remark(remark.text)
+        _, count, root = parse_anchor_remark(remark.text)
     except ValueError as exc:
         raise ProofInvalid(str(exc)) from exc
     if root.hex() != bundle.root or count != bundle.leaf_count:
@@ -128,7 +128,7 @@ def verify_offline(bundle: ProofBundle, anchor_public_key: str, genesis_hash: st
     if genesis_hash and bundle.block.genesis_hash.lower() != genesis_hash.lower():
         raise ProofInvalid(f"the anchor was signed for chain {bundle.block.genesis_hash}, not {genesis_hash}")
     _, scheme = check_block(bundle.block, bundle.block_hash, bundle.block_number)
-    text = remark_text(bundle.interval_start_ms, bundle.leaf_count, bytes.fromhex(bundle.root))
+    text = anchor_remark(bundle.interval_start_ms, bundle.leaf_count, bytes.fromhex(bundle.root))
     try:
         anchorer = bytes.fromhex(anchor_public_key.removeprefix("0x"))
     except ValueError as exc:

@@ -23,53 +23,37 @@ from __future__ import annotations
 import os
 import signal
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 from substrateinterface import Keypair
 
-from citygrid.ledger.chain import ChainClient, Inclusion, extrinsic_hash
+from citygrid.ledger.chain import ChainClient, Inclusion, extrinsic_hash, inclusion_histogram
 from citygrid.ledger.errors import ExtrinsicFailed, KeystoreError, SettlementError
-from citygrid.ledger.keystore import Keystore
+from citygrid.ledger.keystore import Keystore, keypair_from_uri
+from citygrid.ledger.remarks import settlement_remark
 from citygrid.ledger.settlement_store import Settlement, SettlementStore
 from citygrid.market import Trade
+from citygrid.settings import CitygridSettings
 
 log = structlog.get_logger(__name__)
 
 SETTLED_TRADES = Counter("citygrid_settled_trades_total", "Trades settled on chain")
 SETTLED_INTERVALS = Counter("citygrid_settled_intervals_total", "Intervals settled on chain")
 FAILED_INTERVALS = Counter("citygrid_settlement_failures_total", "Intervals whose extrinsic failed")
-SUBMIT_SECONDS = Histogram(
-    "citygrid_settle_submit_seconds", "Submit-to-inclusion time of an interval's settlement extrinsic",
-    buckets=(0.25, 0.5, 1, 2, 4, 8, 16, 32, 64),
-)
+SUBMIT_SECONDS = inclusion_histogram("citygrid_settle_submit_seconds", "an interval's settlement extrinsic")
 
-REMARK_PREFIX = "citygrid:settle:v1"
-CRASH_ENV = "CITYGRID_SETTLER_CRASH_AT"  # tests only: SIGKILL the settler at a named step
+# The steps at which `settlement.crash_at` (a test hook) SIGKILLs the settler, in the order it takes them.
+CRASH_STEPS = ("prepared", "signed", "submitted", "included", "settled")
 
 
-def remark_text(interval_start_ms: int, trade_ids: list[str]) -> str:
-    """The on-chain record of which trades an interval settled."""
-    return f"{REMARK_PREFIX}:{interval_start_ms}:{len(trade_ids)}:{','.join(sorted(trade_ids))}"
-
-
-def parse_remark(text: str) -> tuple[int, list[str]]:
-    """(interval_start_ms, trade ids) from a settlement remark."""
-    parts = text.split(":")
-    if ":".join(parts[:3]) != REMARK_PREFIX or len(parts) != 6:
-        raise ValueError(f"not a citygrid settlement remark: {text[:80]!r}")
-    ids = parts[5].split(",") if parts[5] else []
-    if len(ids) != int(parts[4]):
-        raise ValueError("settlement remark's trade count does not match its ids")
-    return int(parts[3]), ids
-
-
-def _crash_point(step: str) -> None:
-    if os.environ.get(CRASH_ENV) == step:
-        log.warning("settler_crash_injected", step=step)
-        os.kill(os.getpid(), signal.SIGKILL)
+def settler_keypair(keystore: Keystore, signer_uri: str) -> Keypair:
+    """The settler's key: the keystore's "settler" entry if it holds one, else the chain signer's
+    (CITYGRID_CHAIN__SIGNER_URI, which the Helm chart sets from a Secret)."""
+    if keystore.holds("settler"):
+        return keystore.keypair("settler")
+    return keypair_from_uri(signer_uri, "CITYGRID_CHAIN__SIGNER_URI")
 
 
 @dataclass
@@ -82,8 +66,27 @@ class Settler:
     settler: Keypair
     grid_operator: str
     asset_id: int
-    crash: Callable[[str], None] = _crash_point
+    crash_at: str = ""  # a step of CRASH_STEPS: tests prove crash safety by a SIGKILL there
     _next_nonce: int | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(cls, s: CitygridSettings) -> Settler:
+        """Open the chain, the store and the keys the settings name."""
+        keystore = Keystore.load(s.paths.keystore, s.settlement.participant_keys)
+        return cls(ChainClient(s.chain.url), SettlementStore(s.paths.settlement_store), keystore,
+                   settler_keypair(keystore, s.chain.signer_uri), s.settlement.grid_operator or "grid",
+                   s.settlement.asset_id, s.settlement.crash_at)
+
+    def __post_init__(self) -> None:
+        if self.crash_at and self.crash_at not in CRASH_STEPS:
+            raise SettlementError(f"settlement.crash_at is {self.crash_at!r}; use one of "
+                                  f"{', '.join(CRASH_STEPS)} (or leave it empty outside tests)")
+
+    def crash(self, step: str) -> None:
+        """SIGKILL this process if the crash_at test hook names `step`."""
+        if step == self.crash_at:
+            log.warning("settler_crash_injected", step=step)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     @property
     def address(self) -> str:
@@ -110,7 +113,7 @@ class Settler:
         operator = self.account(self.grid_operator)
         calls += [self._transfer(b, operator, fee) for b, fee in sorted(fees.items()) if fee]
         calls.append(self.chain.compose("System", "remark_with_event", {
-            "remark": remark_text(interval_start_ms, [t.trade_id for t in trades]).encode()}))
+            "remark": settlement_remark(interval_start_ms, [t.trade_id for t in trades]).encode()}))
         return calls
 
     def _transfer(self, owner: str, dest: str, amount: int) -> object:

@@ -14,8 +14,8 @@ import time
 from collections import defaultdict
 
 import structlog
-from kafka import KafkaConsumer
 
+from citygrid.ledger.consumer import ledger_consumer
 from citygrid.ledger.errors import SettlementError
 from citygrid.ledger.settlement import Settler
 from citygrid.market import Trade
@@ -26,10 +26,7 @@ log = structlog.get_logger(__name__)
 
 def run_feed(settler: Settler, s: CitygridSettings, stop: threading.Event, idle_s: float = 2.0) -> None:
     """Consume trades and settle each complete interval until `stop` is set."""
-    consumer = KafkaConsumer(
-        s.kafka.trades_topic, bootstrap_servers=s.kafka.bootstrap, group_id=s.settlement.group,
-        enable_auto_commit=False, auto_offset_reset="earliest",
-    )
+    consumer = ledger_consumer(s.kafka, s.kafka.trades_topic, s.settlement.group)
     open_: dict[int, dict[str, Trade]] = defaultdict(dict)
     last = time.monotonic()
     uncommitted = False

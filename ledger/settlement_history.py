@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 
 from citygrid.ledger.chain import ChainClient, Inclusion
+from citygrid.ledger.remarks import remark_hash, settlement_remark
 from citygrid.ledger.settlement_store import Settlement
 from citygrid.market import Trade
 
@@ -25,21 +25,14 @@ class OnChainSettlement:
 
     def problem(self, record: Settlement, expected: Counter | None = None) -> str | None:
         """What differs, or None."""
-        from citygrid.ledger.settlement import remark_text
-
         if not self.succeeded:
             return "the extrinsic did not succeed"
-        want = remark_hash(remark_text(record.interval_start_ms, [t.trade_id for t in record.trades]))
+        want = remark_hash(settlement_remark(record.interval_start_ms, [t.trade_id for t in record.trades]))
         if self.remark_hashes != [want]:
             return "the remark of trade ids differs"
         if expected is not None and self.transfers != expected:
             return "the transfers differ from the trades"
         return None
-
-
-def remark_hash(text: str) -> str:
-    """The hash System.Remarked carries for a remark."""
-    return "0x" + hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
 
 
 def read_back(chain: ChainClient, record: Settlement) -> OnChainSettlement:

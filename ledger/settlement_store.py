@@ -12,32 +12,11 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from citygrid.ledger.chain import Inclusion
 from citygrid.ledger.errors import SettlementError
+from citygrid.ledger.sqlite_store import SqliteStore
 from citygrid.market import Trade
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS settlements (
-  interval_start_ms INTEGER PRIMARY KEY,
-  trades TEXT NOT NULL,
-  status TEXT NOT NULL,
-  nonce INTEGER,
-  extrinsic BLOB,
-  extrinsic_hash TEXT,
-  from_block INTEGER,
-  block_hash TEXT,
-  block_number INTEGER,
-  extrinsic_index INTEGER,
-  error TEXT,
-  updated_s REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settled_trades (
-  trade_id TEXT PRIMARY KEY,
-  interval_start_ms INTEGER NOT NULL REFERENCES settlements(interval_start_ms)
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -57,20 +36,30 @@ class Settlement:
     error: str | None
 
 
-class SettlementStore:
-    """The settler's durable state."""
+class SettlementStore(SqliteStore):
+    """The settler's durable state (opened with `SettlementStore(settings.paths.settlement_store)`)."""
 
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a settled mark must survive a power cut
-        self.db.executescript(SCHEMA)
-
-    def close(self) -> None:
-        """Close the database."""
-        self.db.close()
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS settlements (
+      interval_start_ms INTEGER PRIMARY KEY,
+      trades TEXT NOT NULL,
+      status TEXT NOT NULL,
+      nonce INTEGER,
+      extrinsic BLOB,
+      extrinsic_hash TEXT,
+      from_block INTEGER,
+      block_hash TEXT,
+      block_number INTEGER,
+      extrinsic_index INTEGER,
+      error TEXT,
+      updated_s REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS settled_trades (
+      trade_id TEXT PRIMARY KEY,
+      interval_start_ms INTEGER NOT NULL REFERENCES settlements(interval_start_ms)
+    );
+    """
+    SYNCHRONOUS = "FULL"  # a settled mark must survive a power cut
 
     def prepare(self, interval_start_ms: int, trades: list[Trade]) -> Settlement:
         """Record an interval's trades, or return the existing record if it holds the same trades."""
@@ -124,19 +113,21 @@ class SettlementStore:
 
     def get(self, interval_start_ms: int) -> Settlement | None:
         """One interval's record."""
-        row = self.db.execute(
-            "SELECT interval_start_ms, trades, status, nonce, extrinsic, extrinsic_hash, from_block, "
-            "block_hash, block_number, extrinsic_index, error FROM settlements WHERE interval_start_ms=?",
-            (interval_start_ms,)).fetchone()
+        row = self.db.execute(f"SELECT {_COLUMNS} FROM settlements WHERE interval_start_ms=?",
+                              (interval_start_ms,)).fetchone()
         return _row(row) if row else None
 
     def all(self, status: str | None = None) -> list[Settlement]:
         """Every record (or those in one state), oldest interval first, signed ones by nonce."""
         rows = self.db.execute(
-            "SELECT interval_start_ms, trades, status, nonce, extrinsic, extrinsic_hash, from_block, "
-            "block_hash, block_number, extrinsic_index, error FROM settlements "
+            f"SELECT {_COLUMNS} FROM settlements "
             "WHERE ?1 IS NULL OR status=?1 ORDER BY nonce IS NULL, nonce, interval_start_ms", (status,))
         return [_row(r) for r in rows]
+
+
+# Settlement's fields, in order.
+_COLUMNS = ("interval_start_ms, trades, status, nonce, extrinsic, extrinsic_hash, from_block, block_hash, "
+            "block_number, extrinsic_index, error")
 
 
 def _row(r: tuple) -> Settlement:

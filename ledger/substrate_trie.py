@@ -9,7 +9,7 @@ Blake2-256 hasher. State version 0 (LayoutV0) stores every value inline; version
 
 from __future__ import annotations
 
-import hashlib
+from citygrid.hashing import blake2_256
 
 EMPTY_TRIE = 0x00
 LEAF = (0b01 << 6, 2)
@@ -19,11 +19,6 @@ HASHED_VALUE_LEAF = (0b001 << 5, 3)
 HASHED_VALUE_BRANCH = (0b0001 << 4, 4)
 NIBBLE_SIZE_BOUND = 65535
 V1_INLINE_LIMIT = 33  # sp-trie's TRIE_VALUE_NODE_THRESHOLD
-
-
-def blake2_256(data: bytes) -> bytes:
-    """The hasher of Substrate's default trie and of block hashes."""
-    return hashlib.blake2b(data, digest_size=32).digest()
 
 
 def compact(n: int) -> bytes:

@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 class DeployError(CitygridError):
     """Installing or upgrading the agent on a device failed (the device was rolled back)."""
 
+
 UNIT = "citygrid-edge"
 # What a device installs from the package index when it has no pre-provisioned site (deps="pip").
 EDGE_REQUIREMENTS = ("pydantic==2.14.4", "pydantic-settings==2.16.3", "msgpack==1.2.4", "pynacl==1.6.2",
@@ -139,6 +140,7 @@ class Remote:
         self.sftp.posix_rename(path + ".tmp", path)
 
     def close(self) -> None:
+        """End the SFTP channel and the SSH session."""
         self.sftp.close()
         self.ssh.close()
 

@@ -19,6 +19,7 @@ from citygrid.reading import Reading, SignedReading, sign_reading
 from citygrid.settings import CitygridSettings, PathSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.sim.profiles import STEP_S, Profile, ProfileReplay, load_profiles
+from citygrid.storage import atomic_write
 from citygrid.topics import readings_topic
 
 
@@ -87,7 +88,7 @@ def replay_fleet(s: CitygridSettings, devices: list[SimDevice], steps: int) -> i
             driver = ProfileReplay(d.profile, start_ms, start_step, steps)
             agent = EdgeAgent(d.key, driver, pub, next_seq=d.next_seq())
             sent = agent.run()
-            d.seq_file.write_text(str(agent.next_seq))
+            atomic_write(d.seq_file, str(agent.next_seq))  # a crash leaves the old number, not none
             return sent
         finally:
             pub.close()

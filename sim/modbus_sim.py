@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from pathlib import Path
 
 import numpy as np
 from pymodbus.client import ModbusTcpClient
@@ -16,6 +17,7 @@ from pymodbus.server import StartAsyncTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from citygrid.edge.modbus_meter import REG_COUNT, REG_POWER
+from citygrid.settings import get_settings
 from citygrid.sim.profiles import STEP_S, load_profiles
 
 F32 = ModbusTcpClient.DATATYPE.FLOAT32
@@ -27,7 +29,7 @@ def registers(p_kw: float, e_kwh: float, v: float, counter: int) -> list[int]:
     return [*enc(p_kw, F32), *enc(e_kwh, F32), *enc(v, F32), counter & 0xFFFF]
 
 
-async def serve(port: int, profile_index: int, step_s: float, cache_dir: str) -> None:
+async def serve(port: int, profile_index: int, step_s: float, cache_dir: Path) -> None:
     """Serve the profile, advancing one quarter-hour every `step_s` seconds of wall time."""
     meters = [p for p in load_profiles(cache_dir) if p.kind == "meter"]
     kw = meters[profile_index % len(meters)].kw.astype(float)
@@ -53,9 +55,9 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--profile", type=int, default=0)
     ap.add_argument("--step-s", type=float, default=0.05)
-    ap.add_argument("--cache-dir", default=".cache")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="default: the settings' paths.cache_dir")
     a = ap.parse_args()
-    asyncio.run(serve(a.port, a.profile, a.step_s, a.cache_dir))
+    asyncio.run(serve(a.port, a.profile, a.step_s, a.cache_dir or get_settings().paths.cache_dir))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@ seconds, so the columns citygrid replays are extracted once and cached.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from citygrid.storage import atomic_write
 
 DEFAULT_GRID = "1-LV-rural1--0-sw"
 STEP_S = 900  # SimBench profiles are quarter-hourly
@@ -46,11 +49,9 @@ def load_profiles(cache_dir: Path, grid: str = DEFAULT_GRID) -> list[Profile]:
     """All household meter and PV profiles of a SimBench grid (from the cache when present)."""
     path = Path(cache_dir) / f"simbench-{grid}.npz"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _extract(grid)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez_compressed(tmp, **data)
-        tmp.replace(path)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **_extract(grid))
+        atomic_write(path, buf.getvalue())
     with np.load(path) as npz:
         return [Profile(k.split(":", 1)[1], k.split(":", 1)[0], npz[k]) for k in sorted(npz.files)]
 
@@ -67,9 +68,11 @@ class ProfileReplay:
 
     @property
     def kind(self) -> str:
+        """The replayed device's kind: a meter or a PV inverter, as the profile says."""
         return self.profile.kind
 
     def measurements(self) -> Iterator[tuple[int, dict[str, float]]]:
+        """The profile's power, one quarter-hour per reading, wrapping round the year."""
         n = len(self.profile.kw) - self.start_step if self.steps is None else self.steps
         for i in range(n):
             kw = float(self.profile.kw[(self.start_step + i) % len(self.profile.kw)])

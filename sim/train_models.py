@@ -15,6 +15,7 @@ import numpy as np
 
 from citygrid.edge.inference import FEATURES, LAGS, features
 from citygrid.sim.profiles import STEP_S, load_profiles
+from citygrid.storage import atomic_write
 
 # 2016 is SimBench's profile year; its timestamps give the time-of-day features.
 YEAR_START_MS = 1_451_606_400_000
@@ -57,12 +58,11 @@ def train(cache_dir: Path, out_dir: Path, version: str = "1", trees: int = 30,
     nowcast = RandomForestRegressor(n_estimators=trees, max_depth=10, random_state=0, n_jobs=1).fit(x, y)
     anomaly = IsolationForest(n_estimators=trees * 2, random_state=0).fit(x)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, est, output, label in (("load_nowcast", nowcast, None, "p_kw_next"),
                                      ("meter_anomaly", anomaly, "scores", "normality")):
         path = out_dir / f"{name}-{version}.onnx"
-        path.write_bytes(_to_onnx(est, name, version, "p_kw", output, label))
+        atomic_write(path, _to_onnx(est, name, version, "p_kw", output, label))
         written[name] = path
     return written
 

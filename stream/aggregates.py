@@ -13,18 +13,19 @@ a member that stays silent for `aggregate_max_lag_steps` intervals stops holding
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import structlog
 from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from citygrid.errors import ReadingRejected
-from citygrid.reading import SignedReading
+from citygrid.reading import reading_or_none
+from citygrid.records import Forecast
 from citygrid.settings import StreamSettings
 from citygrid.stream.errors import ModelStateError
-from citygrid.stream.forecasting import MODELS, SeriesState, observe
+from citygrid.stream.forecasting import SeriesState, observe
 from citygrid.stream.learning import decode_versioned, domain_of, encode_versioned, pick_value
 from citygrid.topics import DISTRICT_HEADER
 
@@ -33,14 +34,36 @@ log = structlog.get_logger(__name__)
 STATE_VERSION = 1
 
 UNGROUPED = Counter("citygrid_stream_aggregate_ungrouped_total",
-                    "Readings not aggregated: no district header, or a kind no group sums")
+                    "Readings not aggregated: no district header, a kind no group sums, or unparseable")
 LATE = Counter("citygrid_stream_aggregate_late_total",
                "Readings for an interval their group had already closed (not in its total)", ["scope"])
 CLOSED = Counter("citygrid_stream_aggregate_intervals_total", "Group intervals closed and forecast",
                  ["scope"])
 
 
-def scope_of(kind: str, s: StreamSettings) -> str | None:
+Scope = Literal["feeder", "intersection"]
+
+
+class Member(BaseModel):
+    """One reading as its group sees it: the record on the app's internal re-keyed topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scope: Scope
+    group: str  # the district
+    kind: str
+    value: str  # the value name summed (p_kw, vehicles, …)
+    device: str
+    seq: int
+    ts_ms: int
+    x: float  # the reading's value
+
+    def encode(self) -> bytes:
+        """The JSON bytes written to the internal topic."""
+        return self.model_dump_json().encode()
+
+
+def scope_of(kind: str, s: StreamSettings) -> Scope | None:
     """'feeder' for the aggregated energy kinds, 'intersection' for traffic kinds, else None."""
     if domain_of(kind, s) == "traffic":
         return "intersection"
@@ -58,17 +81,16 @@ def route(envelope: bytes, headers: Mapping[str, bytes] | None,
     district = (headers or {}).get(DISTRICT_HEADER)
     if not district:
         return None
-    try:
-        reading = SignedReading.decode(envelope).reading()
-    except ReadingRejected:
+    reading = reading_or_none(envelope)
+    if reading is None:
         return None
     scope, name = scope_of(reading.kind, s), pick_value(reading)
     if scope is None or name is None:
         return None
     d = district.decode() if isinstance(district, bytes) else str(district)
-    record = {"scope": scope, "group": d, "kind": reading.kind, "value": name, "device": reading.device,
-              "seq": reading.seq, "ts_ms": reading.ts_ms, "x": reading.values[name]}
-    return group_key(scope, d, reading.kind), json.dumps(record).encode()
+    member = Member(scope=scope, group=d, kind=reading.kind, value=name, device=reading.device,
+                    seq=reading.seq, ts_ms=reading.ts_ms, x=reading.values[name])
+    return group_key(scope, d, reading.kind), member.encode()
 
 
 @dataclass
@@ -94,37 +116,34 @@ class GroupState:
         return sum(acc[0] / acc[1] for acc in members.values())
 
 
-def new_group(record: dict, s: StreamSettings) -> GroupState:
+def new_group(member: Member, s: StreamSettings) -> GroupState:
     """Fresh state for a group seen for the first time."""
-    if s.model not in MODELS:
-        raise ModelStateError(
-            f"unknown model {s.model!r}; set CITYGRID_STREAM__MODEL to one of {sorted(MODELS)}")
-    traffic = record["scope"] == "intersection"
+    traffic = member.scope == "intersection"
     step, season = ((s.traffic_step_s, s.traffic_season_steps) if traffic
                     else (s.energy_step_s, s.energy_season_steps))
-    return GroupState(record["scope"], record["group"], record["kind"], record["value"], step,
+    return GroupState(member.scope, member.group, member.kind, member.value, step,
                       SeriesState(step, season, model_name=s.model))
 
 
-def add(state: GroupState, record: dict, max_lag_steps: int) -> list[dict]:
+def add(state: GroupState, member: Member, max_lag_steps: int) -> list[Forecast]:
     """Count one member reading; the forecasts of the intervals this closes, oldest first."""
-    device, seq = record["device"], int(record["seq"])
+    device, seq = member.device, member.seq
     if seq <= state.last_seq.get(device, -1):
         return []  # redelivered after a crash: already in its interval's sum
     state.last_seq[device] = seq
-    interval = int(record["ts_ms"]) // (state.step_s * 1000)
+    interval = member.ts_ms // (state.step_s * 1000)
     if interval <= state.closed_through:
         state.late += 1
         LATE.labels(state.scope).inc()
         return []
     acc = state.open.setdefault(interval, {}).setdefault(device, [0.0, 0])
-    acc[0] += float(record["x"])
+    acc[0] += member.x
     acc[1] += 1
     state.latest[device] = max(state.latest.get(device, interval), interval)
     return _close_ready(state, max_lag_steps)
 
 
-def _close_ready(state: GroupState, max_lag_steps: int) -> list[dict]:
+def _close_ready(state: GroupState, max_lag_steps: int) -> list[Forecast]:
     horizon = max(state.latest.values()) - max(1, max_lag_steps)
     # A member silent for the whole lag must stop holding the group's intervals open.
     for device in [d for d, last in state.latest.items() if last <= horizon]:
@@ -138,7 +157,7 @@ def _close_ready(state: GroupState, max_lag_steps: int) -> list[dict]:
     return out
 
 
-def _close(state: GroupState, interval: int) -> dict:
+def _close(state: GroupState, interval: int) -> Forecast:
     members = state.open.pop(interval)
     total = state.total(members)
     start_ms = interval * state.step_s * 1000
@@ -146,10 +165,10 @@ def _close(state: GroupState, interval: int) -> dict:
     state.closed_through = interval
     CLOSED.labels(state.scope).inc()
     mae = state.series.mae()
-    return {"scope": state.scope, "group": state.group, "kind": state.kind, "value": state.value_name,
-            "interval_ms": start_ms, "total": total, "members": len(members), "ts_ms": step.target_ts_ms,
-            "forecast": step.forecast, "n": state.series.n, "mae": mae["model"],
-            "mae_persistence": mae["persistence"], "mae_seasonal_naive": mae["seasonal_naive"]}
+    return Forecast(scope=state.scope, group=state.group, kind=state.kind, value=state.value_name,
+                    interval_ms=start_ms, total=total, members=len(members), ts_ms=step.target_ts_ms,
+                    forecast=step.forecast, n=state.series.n, mae=mae["model"],
+                    mae_persistence=mae["persistence"], mae_seasonal_naive=mae["seasonal_naive"])
 
 
 def encode_group(state: GroupState) -> bytes:
@@ -176,19 +195,28 @@ def aggregate_batch(records: list[tuple[bytes, bytes]], stored: Callable[[bytes]
     """Add a batch of routed (group key, member record) records, in order; forecast closed intervals."""
     live: dict[bytes, GroupState] = {}
     out = AggregateBatch()
-    for key, raw_record in records:
-        record = json.loads(raw_record)
+    for key, raw_member in records:
+        try:
+            member = Member.model_validate_json(raw_member)
+        except ValidationError:
+            UNGROUPED.inc()  # only `route` writes these, but a bad record must not stop the group
+            continue
         state = live.get(key)
         if state is None:
-            raw = stored(key)
-            try:
-                state = decode_group(raw) if raw is not None else new_group(record, s)
-            except ModelStateError as exc:
-                log.error("aggregate_state_reset", group=key.decode(errors="replace"), error=str(exc))
-                state = new_group(record, s)
-            live[key] = state
-        for forecast in add(state, record, s.aggregate_max_lag_steps):
-            out.forecasts.append((key, json.dumps(forecast).encode()))
+            live[key] = state = _restore(key, stored(key), member, s)
+        for forecast in add(state, member, s.aggregate_max_lag_steps):
+            out.forecasts.append((key, forecast.encode()))
     for key, state in live.items():
         out.states[key] = encode_group(state)
     return out
+
+
+def _restore(key: bytes, raw: bytes | None, member: Member, s: StreamSettings) -> GroupState:
+    """The group's saved state, or a fresh one if it has none or it cannot be restored."""
+    if raw is None:
+        return new_group(member, s)
+    try:
+        return decode_group(raw)
+    except ModelStateError as exc:
+        log.error("aggregate_state_reset", group=key.decode(errors="replace"), error=str(exc))
+        return new_group(member, s)

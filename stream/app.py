@@ -1,30 +1,45 @@
 """The Faust application: topics, tables and agents declared in one place.
 
-Agents stay thin; what they compute lives in plain modules (device_stats, …)
-that are tested without a broker. Tables are backed by changelog topics, so a
-restarted or rebalanced worker resumes each key's state.
+Agents stay thin; what they compute lives in plain functions (`stats_batch`,
+`learn_batch`, `route`, `aggregate_batch`, the market's `exchange`) that are
+tested without a broker. Tables are backed by changelog topics, so a restarted
+or rebalanced worker resumes each key's state.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import faust
 from prometheus_client import Counter
 
-from citygrid.errors import ReadingRejected
-from citygrid.reading import SignedReading
-from citygrid.settings import CitygridSettings
+from citygrid.settings import CitygridSettings, StreamSettings
 from citygrid.stream import metrics
 from citygrid.stream.aggregates import UNGROUPED, aggregate_batch, route
-from citygrid.stream.device_stats import update_stats
+from citygrid.stream.device_stats import stats_batch
 from citygrid.stream.fleet import FleetView
 from citygrid.stream.learning import LiveStates, learn_batch
 from citygrid.stream.market.agents import register_market
+from citygrid.topics import aggregate_members_topic
 
 PROCESSED = Counter("citygrid_stream_readings_total", "Readings processed by the stream worker")
 SKIPPED = Counter("citygrid_stream_skipped_total", "Records on the readings topic that did not parse")
+
+
+@dataclass(frozen=True)
+class Channels:
+    """The app's topics and tables: what its agents read, write and checkpoint."""
+
+    readings: faust.TopicT
+    stats: faust.TopicT
+    forecasts: faust.TopicT
+    alerts: faust.TopicT
+    by_group: faust.TopicT  # readings re-keyed by feeder or intersection (internal)
+    stats_table: faust.Table  # device → its DeviceStats record
+    models_table: faust.Table  # device → its pickled models (learning.encode_state)
+    groups_table: faust.Table  # group → its pickled aggregate (aggregates.encode_group)
 
 
 def make_app(s: CitygridSettings) -> faust.App:
@@ -42,92 +57,98 @@ def make_app(s: CitygridSettings) -> faust.App:
         # Forecasts, stats and changelog records go out one per reading: let aiokafka batch them.
         producer_linger=0.005,
     )
-    readings = app.topic(s.kafka.readings_topic, key_type=bytes, value_type=bytes)
-    stats_topic = app.topic(s.kafka.stats_topic, key_type=bytes, value_type=bytes)
-    stats_table = app.Table("device-stats", value_type=bytes, key_type=bytes, use_partitioner=True)
-    fleet = FleetView()
-
-    @app.agent(readings)
-    async def process(stream: faust.Stream) -> None:
-        # group_by is not needed: the ingest keys the readings topic by device,
-        # so one device's readings always land on the same partition and worker.
-        # One stats record per reading; the table (and its changelog) once per device per batch.
-        async for events in stream.take_events(s.stream.batch_max, within=s.stream.batch_within_s):
-            latest: dict[bytes, bytes] = {}
-            for event in events:
-                try:
-                    reading = SignedReading.decode(event.value).reading()
-                except ReadingRejected:
-                    SKIPPED.inc()
-                    continue
-                fleet.observe(reading)
-                key = event.key
-                previous = latest.get(key) or stats_table.get(key)
-                stats = update_stats(json.loads(previous) if previous else None, reading)
-                latest[key] = encoded = json.dumps({"device": reading.device, **stats}).encode()
-                PROCESSED.inc()
-                await stats_topic.send(key=key, value=encoded)
-            for key, encoded in latest.items():
-                stats_table[key] = encoded
-
-    forecasts_topic = app.topic(s.kafka.forecasts_topic, key_type=bytes, value_type=bytes)
-    alerts_topic = app.topic(s.kafka.alerts_topic, key_type=bytes, value_type=bytes)
-    # use_partitioner: a batch mixes partitions, and the producer's murmur2 partitioner puts
-    # each device's changelog record on its readings partition (the ingest keys by device too).
-    models_table = app.Table("device-models", value_type=bytes, key_type=bytes, use_partitioner=True)
-
-    live_states = LiveStates()
-
-    @app.agent(readings)
-    async def learn(stream: faust.Stream) -> None:
-        # Batches: each device's models are unpickled and checkpointed once per batch, not per reading.
-        async for events in stream.take_events(s.stream.batch_max, within=s.stream.batch_within_s):
-            t0 = time.perf_counter()
-            batch = learn_batch([(e.key, e.value) for e in events], models_table.get, s.stream, live_states)
-            # Outputs before the checkpoint: a crash in between re-emits forecasts, never loses them.
-            for key, value in batch.forecasts:
-                await forecasts_topic.send(key=key, value=value)
-            for key, value in batch.alerts:
-                await alerts_topic.send(key=key, value=value)
-            for key, state in batch.states.items():
-                models_table[key] = state
-            SKIPPED.inc(batch.skipped)
-            last = {e.message.tp: e.message.offset for e in events}
-            for tp, offset in last.items():
-                high = app.consumer.highwater(tp)
-                if high is not None:
-                    metrics.LAG.labels(str(tp.partition)).set(max(0, high - offset - 1))
-            metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
-
-    # Feeder and intersection forecasts: re-key readings by group (district, kind) so each group's
-    # sums and model live on one worker, then sum, close intervals and forecast there.
-    by_group = app.topic(f"{s.kafka.stream_app_id}-aggregate-members", key_type=bytes, value_type=bytes,
-                         internal=True, partitions=s.kafka.partitions)
-    groups_table = app.Table("group-aggregates", value_type=bytes, key_type=bytes, use_partitioner=True)
-
-    @app.agent(readings)
-    async def regroup(stream: faust.Stream) -> None:
-        async for event in stream.events():
-            routed = route(event.value, event.headers, s.stream)
-            if routed is None:
-                UNGROUPED.inc()
-                continue
-            await by_group.send(key=routed[0], value=routed[1])
-
-    @app.agent(by_group)
-    async def aggregate(stream: faust.Stream) -> None:
-        async for events in stream.take_events(s.stream.batch_max, within=s.stream.batch_within_s):
-            batch = aggregate_batch([(e.key, e.value) for e in events], groups_table.get, s.stream)
-            # Forecasts before the checkpoint: a crash in between re-emits them, never loses them.
-            for key, value in batch.forecasts:
-                await forecasts_topic.send(key=key, value=value)
-            for key, state in batch.states.items():
-                groups_table[key] = state
-
+    channels = declare_channels(app, s)
+    add_agents(app, channels, s.stream)
     register_market(app, s)
-    app.citygrid_tables = {  # type: ignore[attr-defined]
-        "device-stats": stats_table, "device-models": models_table, "group-aggregates": groups_table,
-    }
     return app
 
 
+def declare_channels(app: faust.App, s: CitygridSettings) -> Channels:
+    """Declare the app's topics and tables."""
+    def topic(name: str, **options: object) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, **options)
+
+    def table(name: str) -> faust.Table:
+        # use_partitioner: a batch mixes partitions, and the producer's murmur2 partitioner puts
+        # each key's changelog record on its readings partition (the ingest keys by device too).
+        return app.Table(name, value_type=bytes, key_type=bytes, use_partitioner=True)
+
+    k = s.kafka
+    return Channels(
+        readings=topic(k.readings_topic), stats=topic(k.stats_topic), forecasts=topic(k.forecasts_topic),
+        alerts=topic(k.alerts_topic),
+        by_group=topic(aggregate_members_topic(k), internal=True, partitions=k.partitions),
+        stats_table=table("device-stats"), models_table=table("device-models"),
+        groups_table=table("group-aggregates"),
+    )
+
+
+def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
+    """The agents: device statistics, per-device learning, and feeder/intersection aggregates.
+
+    group_by is not needed: the ingest keys the readings topic by device, so one device's
+    readings always land on the same partition and worker. Every agent sends its outputs
+    before it checkpoints its table: a crash in between re-emits outputs, never loses them.
+    """
+    fleet, live_states = FleetView(), LiveStates()
+
+    @app.agent(c.readings)
+    async def process(stream: faust.Stream) -> None:
+        async for events in _batches(stream, s):
+            batch = stats_batch(_records(events), c.stats_table.get, fleet.observe)
+            SKIPPED.inc(batch.skipped)
+            PROCESSED.inc(len(batch.records))
+            await _send(c.stats, batch.records)
+            c.stats_table.update(batch.latest)
+
+    @app.agent(c.readings)
+    async def learn(stream: faust.Stream) -> None:
+        async for events in _batches(stream, s):
+            t0 = time.perf_counter()
+            batch = learn_batch(_records(events), c.models_table.get, s, live_states)
+            await _send(c.forecasts, batch.forecasts)
+            await _send(c.alerts, batch.alerts)
+            c.models_table.update(batch.states)
+            SKIPPED.inc(batch.skipped)
+            _observe_lag(app, events)
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    @app.agent(c.readings)
+    async def regroup(stream: faust.Stream) -> None:
+        # Re-key by group (district, kind) so each group's sums and model live on one worker.
+        async for event in stream.events():
+            routed = route(event.value, event.headers, s)
+            if routed is None:
+                UNGROUPED.inc()
+                continue
+            await c.by_group.send(key=routed[0], value=routed[1])
+
+    @app.agent(c.by_group)
+    async def aggregate(stream: faust.Stream) -> None:
+        async for events in _batches(stream, s):
+            batch = aggregate_batch(_records(events), c.groups_table.get, s)
+            await _send(c.forecasts, batch.forecasts)
+            c.groups_table.update(batch.states)
+
+
+def _batches(stream: faust.Stream, s: StreamSettings) -> AsyncIterator[list[faust.EventT]]:
+    # Batches: each key's state is restored and checkpointed once per batch, not per record.
+    return stream.take_events(s.batch_max, within=s.batch_within_s)
+
+
+def _records(events: list[faust.EventT]) -> list[tuple[bytes | None, bytes]]:
+    return [(e.key, e.value) for e in events]
+
+
+async def _send(topic: faust.TopicT, records: list[tuple[bytes, bytes]]) -> None:
+    for key, value in records:
+        await topic.send(key=key, value=value)
+
+
+def _observe_lag(app: faust.App, events: list[faust.EventT]) -> None:
+    """Set each partition's lag gauge from the last offset of the batch and the partition's end."""
+    last = {e.message.tp: e.message.offset for e in events}
+    for tp, offset in last.items():
+        high = app.consumer.highwater(tp)
+        if high is not None:
+            metrics.LAG.labels(str(tp.partition)).set(max(0, high - offset - 1))

@@ -1,24 +1,76 @@
 """Running per-device statistics: the state the stream worker keeps for each device.
 
-Plain functions on plain dicts, so they are unit-tested without Kafka and the
-Faust table can store the result as JSON.
+Plain functions on `DeviceStats` records, so they are unit-tested without Kafka
+and the Faust table stores exactly what the stats topic carries.
 """
 
 from __future__ import annotations
 
-from citygrid.reading import Reading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from citygrid.reading import Reading, reading_or_none
+from citygrid.records import DeviceStats, RecordRejected
+
+log = structlog.get_logger(__name__)
 
 
-def update_stats(stats: dict | None, reading: Reading) -> dict:
+def update_stats(stats: DeviceStats | None, reading: Reading) -> DeviceStats:
     """Fold one reading into a device's statistics (count, last value, running mean per value)."""
-    stats = dict(stats or {"count": 0, "mean": {}, "last": {}, "last_ts_ms": 0, "last_seq": -1})
-    n = stats["count"] + 1
-    mean = dict(stats["mean"])
+    if stats is None:
+        return DeviceStats(device=reading.device, kind=reading.kind, count=1, mean=dict(reading.values),
+                           last=dict(reading.values), last_ts_ms=reading.ts_ms, last_seq=reading.seq)
+    n = stats.count + 1
+    mean = dict(stats.mean)
     for name, v in reading.values.items():
         m = mean.get(name, 0.0)
         mean[name] = m + (v - m) / n
-    stats.update(
-        count=n, mean=mean, last=dict(reading.values), kind=reading.kind,
-        last_ts_ms=max(stats["last_ts_ms"], reading.ts_ms), last_seq=max(stats["last_seq"], reading.seq),
-    )
-    return stats
+    return DeviceStats(device=reading.device, kind=reading.kind, count=n, mean=mean,
+                       last=dict(reading.values), last_ts_ms=max(stats.last_ts_ms, reading.ts_ms),
+                       last_seq=max(stats.last_seq, reading.seq))
+
+
+@dataclass
+class StatsBatch:
+    """A batch's results: one stats record per reading, in order, and each device's latest once."""
+
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    latest: dict[bytes, bytes] = field(default_factory=dict)
+    skipped: int = 0
+
+
+def stats_batch(records: list[tuple[bytes | None, bytes]], stored: Callable[[bytes], bytes | None],
+                observe: Callable[[Reading], None] = lambda _r: None) -> StatsBatch:
+    """Fold a batch of readings topic records (key, envelope) into their devices' statistics.
+
+    `stored` gives a device's statistics as the table holds them; `observe` sees every reading
+    (the fleet view). The table needs each device's latest record only, once per batch.
+    """
+    out = StatsBatch()
+    current: dict[bytes, DeviceStats | None] = {}
+    for _key, envelope in records:
+        reading = reading_or_none(envelope)
+        if reading is None:
+            out.skipped += 1
+            continue
+        observe(reading)
+        key = reading.device.encode()
+        if key not in current:
+            current[key] = _restore(key, stored(key))
+        current[key] = stats = update_stats(current[key], reading)
+        out.latest[key] = encoded = stats.encode()
+        out.records.append((key, encoded))
+    return out
+
+
+def _restore(key: bytes, raw: bytes | None) -> DeviceStats | None:
+    """The statistics the table holds, or None (start afresh) if there are none or they do not parse."""
+    if raw is None:
+        return None
+    try:
+        return DeviceStats.decode(raw)
+    except RecordRejected as exc:
+        log.error("device_stats_reset", device=key.decode(errors="replace"), error=str(exc))
+        return None

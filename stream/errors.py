@@ -9,10 +9,6 @@ class StreamError(CitygridError):
     """Base of every error the stream layer raises on purpose."""
 
 
-class KafkaUnavailable(StreamError):
-    """Kafka could not be reached or did not acknowledge in time."""
-
-
 class ModelStateError(StreamError):
     """A key's saved model state cannot be restored (e.g. written by an incompatible version)."""
 

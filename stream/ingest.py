@@ -9,10 +9,9 @@ retries never duplicate a record.
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -23,7 +22,8 @@ from prometheus_client import Counter, Histogram
 
 from citygrid.errors import ReadingRejected, UnknownDevice
 from citygrid.mqtt import mqtt_client
-from citygrid.reading import SignedReading
+from citygrid.reading import Reading, reading_or_none
+from citygrid.records import DeadLetter
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceRegistry
 from citygrid.stream.kafka_topics import read_tail
@@ -40,14 +40,6 @@ LATENCY = Histogram(
 )
 
 
-def dead_letter(payload: bytes, topic: str, exc: ReadingRejected, now_ms: int) -> bytes:
-    """The JSON record kept for a rejected reading: why, where from, and the bytes themselves."""
-    return json.dumps({
-        "reason": exc.reason, "error": str(exc), "mqtt_topic": topic, "received_ms": now_ms,
-        "payload_b64": base64.b64encode(payload).decode(),
-    }).encode()
-
-
 def restore_window(window: ReplayWindow, settings: CitygridSettings) -> int:
     """Mark the readings already in Kafka's tail as accepted; return how many.
 
@@ -56,11 +48,9 @@ def restore_window(window: ReplayWindow, settings: CitygridSettings) -> int:
     """
     records = read_tail(settings.kafka, settings.kafka.readings_topic, settings.stream.ingest_replay_tail)
     for rec in records:
-        try:
-            reading = SignedReading.decode(rec.value).reading()
-        except ReadingRejected:
-            continue  # only the ingest writes this topic, but a bad record must not stop it
-        window.accept(reading.device, reading.seq)
+        # Only the ingest writes this topic, but a bad record must not stop it.
+        if (reading := reading_or_none(rec.value)) is not None:
+            window.accept(reading.device, reading.seq)
     return len(records)
 
 
@@ -125,53 +115,53 @@ class Ingest:
         t0 = time.perf_counter()
         now_ms = int(time.time() * 1000)
         try:
-            try:
-                reading = self.validator.check(payload, now_ms)
-            except UnknownDevice:
-                if not self._registry_changed():
-                    raise
-                self.validator.registry = self._load_registry()
-                reading = self.validator.check(payload, now_ms)
+            reading = self._check(payload, now_ms)
         except ReadingRejected as exc:
             REJECTED.labels(exc.reason).inc()
             log.info("reading_rejected", reason=exc.reason, error=str(exc), topic=topic)
-            try:
-                fut = self.producer.send(
-                    self.settings.kafka.dead_letter_topic, key=exc.reason.encode(),
-                    value=dead_letter(payload, topic, exc, now_ms),
-                )
-            except KafkaError as send_exc:
-                self._fail(send_exc)
-                return
-            fut.add_callback(lambda _: self.client.ack(mid, qos))
-            fut.add_errback(self._fail)
+            dead = DeadLetter.of(payload, topic, exc.reason, str(exc), now_ms)
+            self._send(self.settings.kafka.dead_letter_topic, exc.reason.encode(), dead.encode(), [],
+                       stored=lambda: self.client.ack(mid, qos), lost=lambda: None)
             return
         parsed = parse_readings_topic(self.settings.mqtt.readings_topic, topic)
         district = parsed[0] if parsed else ""
-        try:
-            # Blocks (up to max_block_ms) while the producer's buffer is full: back-pressure on
-            # the MQTT loop, so the broker keeps what we cannot take yet.
-            # The district (feeder or intersection) is only in the MQTT topic: keep it for the workers.
-            fut = self.producer.send(
-                self.settings.kafka.readings_topic, key=reading.device.encode(), value=payload,
-                headers=[(DISTRICT_HEADER, district.encode())],
-            )
-        except KafkaError as send_exc:
-            self.validator.window.forget(reading.device, reading.seq)
-            self._fail(send_exc)
-            return
 
-        def stored(_meta: object) -> None:
+        def stored() -> None:
             self.client.ack(mid, qos)
             ACCEPTED.inc()
             LATENCY.observe(time.perf_counter() - t0)
 
-        def lost(exc: Exception) -> None:
-            self.validator.window.forget(reading.device, reading.seq)
+        # The district (feeder or intersection) is only in the MQTT topic: keep it for the workers.
+        self._send(self.settings.kafka.readings_topic, reading.device.encode(), payload,
+                   [(DISTRICT_HEADER, district.encode())], stored=stored,
+                   lost=lambda: self.validator.window.forget(reading.device, reading.seq))
+
+    def _check(self, payload: bytes, now_ms: int) -> Reading:
+        try:
+            return self.validator.check(payload, now_ms)
+        except UnknownDevice:
+            # A device registered since we loaded the registry: reload once, then decide.
+            if not self._registry_changed():
+                raise
+            self.validator.registry = self._load_registry()
+            return self.validator.check(payload, now_ms)
+
+    def _send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]],
+              stored: Callable[[], None], lost: Callable[[], None]) -> None:
+        """Write one record; `stored` runs once Kafka acknowledged it, `lost` (then a stop) if it cannot."""
+        def failed(exc: Exception) -> None:
+            lost()
             self._fail(exc)
 
-        fut.add_callback(stored)
-        fut.add_errback(lost)
+        try:
+            # Blocks (up to max_block_ms) while the producer's buffer is full: back-pressure on
+            # the MQTT loop, so the broker keeps what we cannot take yet.
+            fut = self.producer.send(topic, key=key, value=value, headers=headers)
+        except KafkaError as exc:
+            failed(exc)
+            return
+        fut.add_callback(lambda _meta: stored())
+        fut.add_errback(failed)
 
     def _registry_changed(self) -> bool:
         return self.registry_path.exists() and self.registry_path.stat().st_mtime != self._registry_mtime

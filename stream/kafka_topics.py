@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
@@ -12,8 +13,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from citygrid.settings import KafkaSettings
 
-# The Kafka record header in which the ingest passes on a reading's district (from its MQTT topic).
-DISTRICT_HEADER = "district"
+Offsets = dict[TopicPartition, int]
 
 
 def ensure_topics(s: KafkaSettings, names: list[str] | None = None) -> None:
@@ -31,13 +31,18 @@ def ensure_topics(s: KafkaSettings, names: list[str] | None = None) -> None:
         admin.close()
 
 
+def _reader(s: KafkaSettings, **options: object) -> KafkaConsumer:
+    # No group and no commits: these reads are snapshots, never a consumer's progress.
+    return KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False, **options)
+
+
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
 
 
 def topic_end(s: KafkaSettings, topic: str) -> int:
     """Records ever written to a topic (the sum of its partitions' end offsets)."""
-    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False)
+    consumer = _reader(s)
     try:
         tps = _partitions(consumer, topic)
         return sum(consumer.end_offsets(tps).values()) if tps else 0
@@ -47,46 +52,38 @@ def topic_end(s: KafkaSettings, topic: str) -> int:
 
 def read_topic(s: KafkaSettings, topic: str, timeout_s: float = 30.0) -> list[ConsumerRecord]:
     """Every record currently in a topic, read without a consumer group."""
-    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False)
-    try:
-        tps = _partitions(consumer, topic)
-        if not tps:
-            return []
-        ends = consumer.end_offsets(tps)
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end in {timeout_s}s")
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+    return _read_range(s, topic, lambda starts, _ends: starts, timeout_s, f"{topic} to its end")
 
 
 def read_tail(s: KafkaSettings, topic: str, per_partition: int, timeout_s: float = 60.0
               ) -> list[ConsumerRecord]:
     """The last `per_partition` records of each partition of a topic (all, if fewer)."""
-    consumer = KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
-                             max_partition_fetch_bytes=8 * 1024 * 1024)
+    def tail(starts: Offsets, ends: Offsets) -> Offsets:
+        return {tp: max(starts[tp], ends[tp] - per_partition) for tp in ends}
+
+    return _read_range(s, topic, tail, timeout_s, f"the tail of {topic}",
+                       max_partition_fetch_bytes=8 * 1024 * 1024)
+
+
+def _read_range(s: KafkaSettings, topic: str, first: Callable[[Offsets, Offsets], Offsets],
+                timeout_s: float, what: str, **options: object) -> list[ConsumerRecord]:
+    """The records of every partition from `first(starts, ends)` up to the end offsets seen now."""
+    consumer = _reader(s, **options)
     try:
         tps = _partitions(consumer, topic)
         if not tps:
             return []
         ends = consumer.end_offsets(tps)
-        starts = consumer.beginning_offsets(tps)
         consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, max(starts[tp], ends[tp] - per_partition))
+        for tp, offset in first(consumer.beginning_offsets(tps), ends).items():
+            consumer.seek(tp, offset)
         records: list[ConsumerRecord] = []
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in tps):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read the tail of {topic} in {timeout_s}s")
+                raise TimeoutError(f"could not read {what} in {timeout_s}s")
             for batch in consumer.poll(timeout_ms=500).values():
+                # Records written after the snapshot of end offsets belong to the next read.
                 records.extend(r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)])
         return records
     finally:

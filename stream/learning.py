@@ -8,7 +8,6 @@ restores it, so nothing here knows about Kafka.
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections import Counter
 from collections.abc import Callable
@@ -17,13 +16,13 @@ from typing import TypeVar
 
 import structlog
 
-from citygrid.errors import ReadingRejected
-from citygrid.reading import Reading, SignedReading
+from citygrid.reading import Reading, reading_or_none
+from citygrid.records import Alert, Forecast
 from citygrid.settings import StreamSettings
 from citygrid.stream import metrics
-from citygrid.stream.anomaly import DETECTORS, Watch
+from citygrid.stream.anomaly import Watch
 from citygrid.stream.errors import ModelStateError
-from citygrid.stream.forecasting import MODELS, SeriesState, observe
+from citygrid.stream.forecasting import SeriesState, observe
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -47,12 +46,11 @@ class DeviceState:
 class Outcome:
     """What one reading produced for the output topics and metrics."""
 
-    forecast: dict
-    alert: dict | None = None
+    forecast: Forecast
+    alert: Alert | None = None
     drift: bool = False
     error: float | None = None
     domain: str = "energy"
-    extra: dict = field(default_factory=dict)
 
 
 def domain_of(kind: str, s: StreamSettings) -> str:
@@ -75,13 +73,6 @@ def new_state(reading: Reading, s: StreamSettings) -> DeviceState | None:
     name = pick_value(reading)
     if name is None:
         return None
-    if s.model not in MODELS:
-        raise ModelStateError(
-            f"unknown model {s.model!r}; set CITYGRID_STREAM__MODEL to one of {sorted(MODELS)}"
-        )
-    if s.anomaly_detector not in DETECTORS:
-        raise ModelStateError(f"unknown anomaly detector {s.anomaly_detector!r}; set "
-                              f"CITYGRID_STREAM__ANOMALY_DETECTOR to one of {sorted(DETECTORS)}")
     domain = domain_of(reading.kind, s)
     step, season = ((s.traffic_step_s, s.traffic_season_steps) if domain == "traffic"
                     else (s.energy_step_s, s.energy_season_steps))
@@ -104,17 +95,17 @@ def process(state: DeviceState, reading: Reading) -> Outcome | None:
     score = state.watch.score(value, step.error)
     drift = state.watch.drifted(step.error)
     mae = state.series.mae()
-    forecast = {
-        "device": reading.device, "kind": reading.kind, "value": state.value_name,
-        "ts_ms": step.target_ts_ms, "forecast": step.forecast, "based_on_seq": reading.seq,
-        "n": state.series.n, "mae": mae["model"], "mae_persistence": mae["persistence"],
-        "mae_seasonal_naive": mae["seasonal_naive"], "drifts": state.watch.drifts,
-    }
+    forecast = Forecast(
+        scope="device", device=reading.device, kind=reading.kind, value=state.value_name,
+        ts_ms=step.target_ts_ms, forecast=step.forecast, based_on_seq=reading.seq,
+        n=state.series.n, mae=mae["model"], mae_persistence=mae["persistence"],
+        mae_seasonal_naive=mae["seasonal_naive"], drifts=state.watch.drifts,
+    )
     alert = None
     if state.watch.is_anomaly(score):
-        alert = {"device": reading.device, "kind": reading.kind, "seq": reading.seq,
-                 "ts_ms": reading.ts_ms, "value": value, "score": score, "reason": "anomaly",
-                 "expected": value - step.error if step.error is not None else None}
+        alert = Alert(device=reading.device, kind=reading.kind, seq=reading.seq, ts_ms=reading.ts_ms,
+                      value=value, score=score,
+                      expected=value - step.error if step.error is not None else None)
     return Outcome(forecast, alert, drift, step.error, state.domain)
 
 
@@ -194,40 +185,45 @@ def learn_batch(records: list[tuple[bytes | None, bytes]], stored: Callable[[byt
     tally: Counter[tuple[str, str]] = Counter()
     out = Batch()
     for _key, envelope in records:
-        try:
-            reading = SignedReading.decode(envelope).reading()
-        except ReadingRejected:
-            out.skipped += 1
-            continue
-        key = reading.device.encode()
-        state = live.get(key)
-        if state is None:
-            raw = stored(key)
-            try:
-                state = cache.get(key, raw) if raw is not None else new_state(reading, s)
-            except ModelStateError as exc:
-                state = _reset(reading, s, exc)
-            if state is None:
-                out.skipped += 1
-                continue
-            live[key] = state
-        try:
-            outcome = process(state, reading)
-        except Exception as exc:  # a bad saved model must not stop learning for every device
-            live[key] = state = _reset(reading, s, exc)
-            outcome = process(state, reading) if state is not None else None
+        reading = reading_or_none(envelope)
+        outcome = _learn_one(reading, live, stored, cache, s) if reading is not None else None
         if outcome is None:
             out.skipped += 1
             continue
-        _count(outcome, state, tally)
-        out.forecasts.append((key, json.dumps(outcome.forecast).encode()))
+        key = reading.device.encode()
+        _count(outcome, tally)
+        out.forecasts.append((key, outcome.forecast.encode()))
         if outcome.alert is not None:
-            out.alerts.append((key, json.dumps(outcome.alert).encode()))
+            out.alerts.append((key, outcome.alert.encode()))
     _publish_tally(tally, live)
     for key, state in live.items():
         out.states[key] = raw = encode_state(state)
         cache.put(key, raw, state)
     return out
+
+
+def _learn_one(reading: Reading, live: dict[bytes, DeviceState], stored: Callable[[bytes], bytes | None],
+               cache: LiveStates, s: StreamSettings) -> Outcome | None:
+    """Process one reading with its device's state, restored (or started) when first seen in the batch."""
+    key = reading.device.encode()
+    state = live.get(key)
+    if state is None:
+        raw = stored(key)
+        try:
+            state = cache.get(key, raw) if raw is not None else new_state(reading, s)
+        except ModelStateError as exc:
+            state = _reset(reading, s, exc)
+        if state is None:
+            return None
+        live[key] = state
+    try:
+        return process(state, reading)
+    except Exception as exc:  # a bad saved model must not stop learning for every device
+        fresh = _reset(reading, s, exc)
+        if fresh is None:
+            return None
+        live[key] = fresh
+        return process(fresh, reading)
 
 
 def _reset(reading: Reading, s: StreamSettings, exc: Exception) -> DeviceState | None:
@@ -238,7 +234,7 @@ def _reset(reading: Reading, s: StreamSettings, exc: Exception) -> DeviceState |
     return new_state(reading, s)
 
 
-def _count(outcome: Outcome, state: DeviceState, tally: Counter[tuple[str, str]]) -> None:
+def _count(outcome: Outcome, tally: Counter[tuple[str, str]]) -> None:
     d = outcome.domain
     tally[("learned", d)] += 1
     if outcome.error is not None:

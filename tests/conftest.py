@@ -9,7 +9,6 @@ see each other's data even though the servers are shared.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +22,11 @@ from citygrid.settings import CitygridSettings
 @pytest.fixture(scope="session")
 def servers() -> Iterator[CitygridSettings]:
     """The real servers, up for the whole session; stopped at the end if this session started
-    them (set CITYGRID_KEEP_SERVERS=1 to keep them for the next run)."""
+    them (set CITYGRID_LOCAL__KEEP_SERVERS=1 to keep them for the next run)."""
     base = CitygridSettings()
     started = local_servers.up(base)
     yield base
-    if started and not os.environ.get("CITYGRID_KEEP_SERVERS"):
+    if started and not base.local.keep_servers:
         local_servers.down(base, started)
 
 

@@ -1,1 +1,2 @@
-"""The intersection's device side: counting its approaches and running a signal plan within safety bounds."""
+"""The intersection's device side: `phases` (the light's layout), `detectors` (counting approaches),
+`controller` (running advice within safety bounds, fallback) and `intersection` (the device agent)."""

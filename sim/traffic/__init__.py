@@ -1,1 +1,2 @@
-"""Traffic simulation: SUMO scenarios, induction-loop replays and the controller evaluation."""
+"""Traffic simulation: `scenario` (the SUMO scenario), `loops` (induction-loop replay) and
+`evaluation` (fixed vs actuated vs citygrid's advice)."""

@@ -19,10 +19,12 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from citygrid.edge.traffic.intersection import SignalController, interval_counts
+from citygrid.edge.traffic.controller import SignalController
+from citygrid.edge.traffic.detectors import interval_counts
 from citygrid.reading import Reading
 from citygrid.settings import CitygridSettings
 from citygrid.sim.traffic.scenario import Scenario, build, sumo_home
+from citygrid.storage import atomic_write
 from citygrid.stream.errors import StreamError
 from citygrid.stream.traffic.advice import Advisor
 
@@ -60,14 +62,16 @@ def prepare(cache_dir: Path, scenario: Scenario) -> LoopFiles:
     for loop in loops.getroot().iter("inductionLoop"):
         loop.set("file", "NUL")
         loop.set("period", str(scenario.interval_s))
-    loops.write(files.detectors)
-    tmp = own / "actuated.tmp.net.xml"
+    atomic_write(files.detectors, ET.tostring(loops.getroot()))
+    out = own / "netconvert.out.xml"
     proc = subprocess.run([str(sumo_home() / "bin" / "netconvert"), "-s", str(files.net), "--tls.rebuild",
-                           "--tls.default-type", "actuated", "-o", str(tmp)], capture_output=True, text=True)
+                           "--tls.default-type", "actuated", "-o", str(out)], capture_output=True, text=True)
     if proc.returncode != 0:
         shutil.rmtree(own, ignore_errors=True)
         raise TrafficEvaluationError(f"netconvert could not build the actuated network: {proc.stderr[-800:]}")
-    tmp.replace(files.actuated_net)
+    # Written last and atomically: its presence is what marks the loop's files as complete.
+    atomic_write(files.actuated_net, out.read_bytes())
+    out.unlink()
     return files
 
 
@@ -165,8 +169,7 @@ def summarise(runs: list[dict]) -> dict:
 
 def write_report(result: dict, path_md: Path) -> None:
     """The Markdown table and the JSON it was made from."""
-    path_md.parent.mkdir(parents=True, exist_ok=True)
-    path_md.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    atomic_write(path_md.with_suffix(".json"), json.dumps(result, indent=1))
     s = result["summary"]
     lines = [
         "# Traffic closed loop: evaluation",
@@ -185,4 +188,4 @@ def write_report(result: dict, path_md: Path) -> None:
     red = s["waiting_reduction"]
     lines += ["", f"Waiting time with citygrid's advice: {red['fixed']:.1%} below fixed time (target 30%), "
               f"{red['actuated']:.1%} below SUMO's actuated control (target 15%).", ""]
-    path_md.write_text("\n".join(lines))
+    atomic_write(path_md, "\n".join(lines))

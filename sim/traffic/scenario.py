@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from citygrid.edge.errors import SensorError
+from citygrid.settings import child_env
 
 # Vehicles inserted per hour over the run, in equal slices: a ramp to a morning peak
 # and back, roughly the shape of an urban weekday 07:00-09:00.
@@ -58,8 +58,8 @@ def sumo_home() -> Path:
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
-    env = dict(os.environ, SUMO_HOME=str(sumo_home()))
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=child_env(SUMO_HOME=str(sumo_home())), capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         raise SensorError(f"{Path(cmd[0]).name} failed ({proc.returncode}): {proc.stderr[-1500:]}")
 

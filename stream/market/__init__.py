@@ -1,6 +1,5 @@
-"""citygrid.stream.market: per-interval double auction of prosumers' energy."""
+"""citygrid.stream.market: per-interval double auction of prosumers' energy (orders: citygrid.market)."""
 
-from citygrid.market import Mechanism, Order, Side, Trade
 from citygrid.stream.market.auction import Clearing, clear
 
-__all__ = ["Clearing", "Mechanism", "Order", "Side", "Trade", "clear"]
+__all__ = ["Clearing", "clear"]

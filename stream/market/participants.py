@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 
 from citygrid.market import Order
+from citygrid.records import Forecast
 from citygrid.stream.market.book import order_from_forecast
 from citygrid.stream.market.errors import ParticipantsConfigError
 
@@ -74,22 +75,20 @@ class ForecastPositions:
         self.owner = config.by_device()
         self.kw: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
 
-    def update(self, forecast: dict) -> tuple[str, int, Order | None] | None:
+    def update(self, forecast: Forecast) -> tuple[str, int, Order | None] | None:
         """(participant, interval start, its order or None if balanced); None if the forecast is not ours.
 
         A device's newer forecast for the same interval replaces its older one.
         """
-        participant = self.owner.get(forecast.get("device", ""))
-        value = forecast.get("forecast")
-        if participant is None or value is None or forecast.get("value", "p_kw") != "p_kw":
+        participant = self.owner.get(forecast.device or "") if forecast.scope == "device" else None
+        if participant is None or forecast.value != "p_kw":
             return None
-        ts = int(forecast["ts_ms"])
-        start = ts - ts % self.interval_ms
+        start = forecast.ts_ms - forecast.ts_ms % self.interval_ms
         # A model can forecast slightly below zero; the kind, not the sign, says which way power flows.
-        kw = max(0.0, float(value))
-        self.kw[(participant, start)][forecast["device"]] = kw if forecast.get("kind") in GENERATION_KINDS \
-            else -kw
-        net_wh = sum(self.kw[(participant, start)].values()) * self.wh_per_kw
+        kw = max(0.0, forecast.forecast)
+        position = self.kw[(participant, start)]
+        position[forecast.device] = kw if forecast.kind in GENERATION_KINDS else -kw
+        net_wh = sum(position.values()) * self.wh_per_kw
         p = self.config.participants[participant]
         return participant, start, order_from_forecast(participant, start, net_wh, p.buy_limit, p.sell_limit)
 

@@ -1,1 +1,2 @@
-"""The traffic closed loop's stream side: signal advice from forecast flows."""
+"""The traffic closed loop's stream side: `advice` (River forecasts + Webster plans), `advisor`
+(the Kafka→MQTT process) and its command."""

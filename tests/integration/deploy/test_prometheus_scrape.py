@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+from support import free_port, wait_until
 
 from citygrid.dashboards.queries import metric_names, panel_exprs
 from citygrid.dashboards.render import as_dicts
 from citygrid.devtools.processes import spawn, stop
 from citygrid.devtools.prometheus import register_target, server
-from citygrid.settings import CitygridSettings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from citygrid.settings import CitygridSettings, PathSettings
 
 
 def query(port: int, promql: str) -> list[dict]:
@@ -36,20 +29,16 @@ def test_prometheus_scrapes_the_ingest(live: CitygridSettings, tmp_path: Path) -
         "metrics_port": free_port(),
         "prometheus": live.prometheus.model_copy(update={"port": free_port(), "scrape_interval_s": 1}),
     })
-    prom = server(s, name="prometheus-test")
-    base = tmp_path.resolve()
-    prom.start(base)
+    # This Prometheus keeps its data and targets under the test's tmp dir, apart from the shared servers.
+    prom = server(s.model_copy(update={"paths": PathSettings.under(tmp_path.resolve(), s.paths.cache_dir)}),
+                  name="prometheus-test")
+    prom.start()
     ingest = spawn(["stream", "ingest"], s.as_env(), tmp_path / "ingest.log")
     try:
-        register_target(prom.dir(base), "ingest", s.metrics_port)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if query(s.prometheus.port, 'citygrid_ingest_accepted_total{process="ingest"}'):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("Prometheus never scraped the ingest's citygrid_ingest_accepted_total; "
-                        f"see {tmp_path / 'ingest.log'} and {prom.dir(base) / 'log'}")
+        register_target(prom.dir, "ingest", s.metrics_port)
+        wait_until(lambda: bool(query(s.prometheus.port, 'citygrid_ingest_accepted_total{process="ingest"}')),
+                   60, "Prometheus to scrape the ingest's citygrid_ingest_accepted_total; see "
+                   f"{tmp_path / 'ingest.log'} and {prom.dir / 'log'}")
         assert query(s.prometheus.port, 'up{process="ingest"} == 1')
         scraped = query(s.prometheus.port, '{process="ingest", __name__=~"citygrid_.*"}')
         names = {r["metric"]["__name__"] for r in scraped}
@@ -60,4 +49,4 @@ def test_prometheus_scrapes_the_ingest(live: CitygridSettings, tmp_path: Path) -
         assert wanted and wanted <= names, wanted - names
     finally:
         stop(ingest)
-        prom.stop(base)
+        prom.stop()

@@ -5,26 +5,19 @@ from __future__ import annotations
 
 import getpass
 import signal
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import free_port, wait_until
 
 from citygrid.devtools.local_servers import port_open
 from citygrid.settings import CitygridSettings
 from citygrid.stream.ingest import Ingest, prepare_session
 from citygrid.stream.kafka_topics import read_topic
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -45,11 +38,12 @@ class OwnBroker:
         logf = open(self.dir / "log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not port_open("127.0.0.1", self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"test mosquitto did not start: {(self.dir / 'log').read_text()[-800:]}")
-            time.sleep(0.05)
+        wait_until(self._listening, 10, "the test's mosquitto to listen", every_s=0.05)
+
+    def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"test mosquitto exited: {(self.dir / 'log').read_text()[-800:]}")
+        return port_open("127.0.0.1", self.port)
 
     def stop(self) -> None:
         """Graceful stop: Mosquitto writes its persistence file on SIGTERM."""
@@ -97,22 +91,23 @@ def kafka_seqs(s: CitygridSettings, device: str) -> list[int]:
 
 
 def wait_for_seqs(s: CitygridSettings, device: str, n: int, timeout_s: float = 90) -> list[int]:
-    """Poll Kafka until `n` distinct seqs of the device arrived (or time out); return all seqs seen."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        seqs = kafka_seqs(s, device)
-        if len(set(seqs)) >= n or time.monotonic() > deadline:
-            return seqs
-        time.sleep(0.5)
+    """Poll Kafka until `n` distinct seqs of the device arrived; return all seqs seen, duplicates included."""
+    seen: list[int] = []
+
+    def enough() -> bool:
+        seen[:] = kafka_seqs(s, device)
+        return len(set(seen)) >= n
+
+    wait_until(enough, timeout_s, f"{n} distinct readings of {device} in Kafka")
+    return seen
 
 
 @pytest.fixture(scope="session")
 def small_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Small real models (few trees, few profiles) trained once per session: versions 1 and 2."""
-    from citygrid.devtools.local_servers import repo_root
     from citygrid.sim.train_models import train
 
-    out = tmp_path_factory.mktemp("models")
-    v1 = train(repo_root() / ".cache", out, version="1", trees=4, max_profiles=2)
-    v2 = train(repo_root() / ".cache", out, version="2", trees=6, max_profiles=2)
+    out, cache = tmp_path_factory.mktemp("models"), CitygridSettings().paths.cache_dir
+    v1 = train(cache, out, version="1", trees=4, max_profiles=2)
+    v2 = train(cache, out, version="2", trees=6, max_profiles=2)
     return {"v1": v1["load_nowcast"], "v2": v2["load_nowcast"]}

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import free_port, wait_until
 
-from citygrid.devtools.local_servers import port_open, repo_root
+from citygrid.devtools.local_servers import port_open
 from citygrid.edge.errors import SensorError
 from citygrid.edge.modbus_meter import ModbusMeter
+from citygrid.settings import CitygridSettings
 from citygrid.sim.profiles import STEP_S, load_profiles
 
-from .conftest import free_port
-
 pytestmark = pytest.mark.timeout(60)
+CACHE = CitygridSettings().paths.cache_dir
 
 
 @pytest.fixture
@@ -26,13 +26,14 @@ def meter_server(tmp_path: Path) -> Iterator[int]:
     port = free_port()
     log = open(tmp_path / "modbus.log", "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen([sys.executable, "-m", "citygrid.sim.modbus_sim", "--port", str(port),
-                             "--step-s", "0.1", "--cache-dir", str(repo_root() / ".cache")],
+                             "--step-s", "0.1", "--cache-dir", str(CACHE)],
                             stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while not port_open("127.0.0.1", port):
+
+    def listening() -> bool:
         assert proc.poll() is None, (tmp_path / "modbus.log").read_text()
-        assert time.monotonic() < deadline, "modbus server did not start"
-        time.sleep(0.1)
+        return port_open("127.0.0.1", port)
+
+    wait_until(listening, 20, "the modbus server to listen", every_s=0.1)
     yield port
     proc.terminate()
     proc.wait(10)
@@ -42,7 +43,7 @@ def test_reads_consecutive_profile_samples_over_modbus_tcp(meter_server: int) ->
     got = list(ModbusMeter("127.0.0.1", meter_server, poll_s=0.01, samples=8).measurements())
     assert len(got) == 8
     kw = [v["p_kw"] for _, v in got]
-    profile = next(p for p in load_profiles(repo_root() / ".cache") if p.kind == "meter").kw
+    profile = next(p for p in load_profiles(CACHE) if p.kind == "meter").kw
     # Eight consecutive samples are a contiguous run of the real profile (float32 on the wire).
     starts = [i for i in range(len(profile) - 8)
               if np.allclose(profile[i:i + 8], kw, atol=1e-3)]

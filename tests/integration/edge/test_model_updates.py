@@ -7,14 +7,14 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
+from support import wait_until
 
 from citygrid.commands import sign_model_update
 from citygrid.edge.agent import EdgeAgent
 from citygrid.edge.model_update import ModelStore
 from citygrid.edge.store_forward import Outbox
-from citygrid.mqtt import Publisher
+from citygrid.mqtt import Publisher, mqtt_client
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
@@ -33,7 +33,8 @@ def test_forged_update_refused_genuine_installed_broken_rolled_back(
     topic = f"{s.edge.model_updates_topic}/{key.device_id}-{tmp_path.name}"
 
     seen: list[str] = []
-    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watch-{key.device_id}")
+    # A clean session: the observer leaves nothing queued for itself on the shared broker.
+    watcher = mqtt_client(s.mqtt, f"watch-{key.device_id}", clean_session=True)
     watcher.on_message = lambda c, u, m: seen.append(SignedReading.decode(m.payload).reading().model.version)
     watcher.connect(s.mqtt.host, s.mqtt.port)
     watcher.subscribe(f"{s.mqtt.readings_topic}/#", qos=1)
@@ -65,10 +66,8 @@ def test_forged_update_refused_genuine_installed_broken_rolled_back(
         assert agent.model_version == "load_nowcast:1"
 
         operator_side.publish(topic, sign_model_update(v2, "load_nowcast", "2", 4, operator))
-        deadline = time.monotonic() + 10
-        while agent.model_version != "load_nowcast:2":
-            assert time.monotonic() < deadline, "the genuine update was not installed"
-            time.sleep(0.1)
+        wait_until(lambda: agent.model_version == "load_nowcast:2", 10, "the genuine update to be installed",
+                   every_s=0.1)
         time.sleep(0.5)
     finally:
         paced.stop.set()
@@ -77,9 +76,10 @@ def test_forged_update_refused_genuine_installed_broken_rolled_back(
         pub.close()
     assert store.current().version == "2"
     assert store.rollback().version == "1"  # the previous model was kept
-    deadline = time.monotonic() + 10
-    while "2" not in seen and time.monotonic() < deadline:
-        time.sleep(0.1)
-    watcher.loop_stop()
+    try:
+        wait_until(lambda: "2" in seen, 10, "a reading scored by the new model", every_s=0.1)
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
     assert seen[0] == "1" and "2" in seen
     assert seen.index("2") > 0 and set(seen) == {"1", "2"}

@@ -3,7 +3,6 @@ the real ingest's dedupe."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import threading
@@ -13,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import wait_until
 
-from citygrid.devtools.local_servers import repo_root
+import citygrid
 from citygrid.devtools.processes import spawn
 from citygrid.edge.agent import EdgeAgent
 from citygrid.edge.store_forward import Outbox
@@ -57,7 +57,7 @@ def register(s: CitygridSettings) -> DeviceKey:
 
 
 def meter() -> ProfileReplay:
-    profile = next(p for p in load_profiles(repo_root() / ".cache") if p.kind == "meter")
+    profile = next(p for p in load_profiles(CitygridSettings().paths.cache_dir) if p.kind == "meter")
     return ProfileReplay(profile, int(time.time() * 1000) - 20 * 86400 * 1000, 96 * 150)
 
 
@@ -95,8 +95,9 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(edge_live, ingest, tmp_
     key.save(tmp_path / "device.key")
     box = tmp_path / "outbox.db"
     env = s.as_env()
-    env["PYTHONPATH"] = os.pathsep.join([str(repo_root() / ".dev"), env.get("PYTHONPATH", "")])
-    args = ["edge", "run", "--key", str(tmp_path / "device.key"), "--outbox", str(box),
+    # The agent imports citygrid from where this test does (a checkout's sources or the installed wheel).
+    env["PYTHONPATH"] = str(Path(citygrid.__file__).parent.parent)
+    args = ["edge", "simulate", "--key", str(tmp_path / "device.key"), "--outbox", str(box),
             "--until-seq", str(n), "--start-ms", str(int(time.time() * 1000) - 20 * 86400 * 1000)]
     first = spawn(args, env, tmp_path / "agent1.log")
 
@@ -110,11 +111,11 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(edge_live, ingest, tmp_
                 return 0
         return row[0] if row else 0
 
-    deadline = time.monotonic() + 60
-    while stored_next_seq() < n // 4:
+    def quarter_done() -> bool:
         assert first.poll() is None, (tmp_path / "agent1.log").read_text()[-2000:]
-        assert time.monotonic() < deadline, "agent made no progress"
-        time.sleep(0.02)
+        return stored_next_seq() >= n // 4
+
+    wait_until(quarter_done, 60, "the agent to store a quarter of its readings", every_s=0.02)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     killed_at = stored_next_seq()

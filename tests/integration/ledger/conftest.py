@@ -1,15 +1,16 @@
 """Fresh, funded chain accounts per test, so balances checked are not disturbed by other users of
-the shared dev chain."""
+the shared dev chain; settings and environments of settler child processes; committed offsets."""
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 from substrateinterface import Keypair
 
 from citygrid.ledger.chain import ChainClient
@@ -19,6 +20,7 @@ from citygrid.ledger.settlement import authorize
 from citygrid.settings import CitygridSettings
 
 PAS = 10**10  # planck per PAS (10 decimals)
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def submit_retrying(chain: ChainClient, module: str, fn: str, params: dict, kp: Keypair):
@@ -96,3 +98,44 @@ def accounts_factory(servers: CitygridSettings, tmp_path_factory: pytest.TempPat
 
     yield make
     chain.close()
+
+
+@pytest.fixture
+def settler_settings(live: CitygridSettings) -> Callable[..., CitygridSettings]:
+    """Settings of a settler paying between `acc`'s accounts (its keystore holds the "settler" key),
+    SIGKILLed at step `crash_at` if one is given."""
+
+    def make(acc: Accounts, crash_at: str = "") -> CitygridSettings:
+        return live.model_copy(update={
+            "paths": live.paths.model_copy(update={"keystore": acc.path}),
+            "settlement": live.settlement.model_copy(update={
+                "grid_operator": "grid", "asset_id": acc.asset_id, "crash_at": crash_at}),
+        })
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def child_env() -> Callable[[CitygridSettings], dict[str, str]]:
+    """The environment of a `python -m citygrid …` child with these settings, importing this checkout."""
+
+    def make(s: CitygridSettings) -> dict[str, str]:
+        return {**s.as_env(), "PYTHONPATH": str(ROOT / ".dev")}
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def committed_offsets() -> Callable[[CitygridSettings, str, str], int]:
+    """A group's committed offsets on a topic, summed over partitions: how many records it finished."""
+
+    def committed(s: CitygridSettings, topic: str, group: str) -> int:
+        consumer = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap, group_id=group,
+                                 enable_auto_commit=False)
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
+        finally:
+            consumer.close()
+
+    return committed

@@ -8,7 +8,6 @@ pass on what the bundle carries.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -16,14 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from support import wait_until
+from kafka import KafkaProducer
+from support import free_port, wait_until
 
 from citygrid.ledger.anchor_history import anchor_problem
 from citygrid.ledger.anchorer import Anchorer
 from citygrid.ledger.errors import ProofInvalid
 from citygrid.ledger.proofs import ProofBundle, build_bundle, verify_offline, verify_on_chain
-from citygrid.ledger.settlement_history import remark_hash
+from citygrid.ledger.remarks import remark_hash
 from citygrid.reading import Reading, SignedReading, sign_reading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
@@ -33,14 +32,8 @@ pytestmark = pytest.mark.timeout(180)
 INTERVAL_S = 60
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory):
+def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory, committed_offsets):
     """Readings of two devices over two intervals, anchored on the dev chain by a real anchorer."""
     from support import isolated_settings
 
@@ -73,23 +66,13 @@ def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory
     try:
         wait_until(what="anchoring", check=lambda: anchorer.store.counts()[2] == len(readings)
                    and not anchorer.store.batches(pending_only=True))
-        wait_until(what="offsets committed", check=lambda: committed(s) == len(readings), timeout_s=20)
+        wait_until(what="offsets committed", timeout_s=20, check=lambda: committed_offsets(
+            s, s.kafka.readings_topic, s.kafka.anchor_group) == len(readings))
     finally:
         stop.set()
         thread.join(30)
     yield s, anchorer, readings, by_device
     anchorer.chain.close()
-
-
-def committed(s: CitygridSettings) -> int:
-    """The anchorer group's committed offsets on the readings topic, summed over partitions."""
-    consumer = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap, group_id=s.kafka.anchor_group,
-                             enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(s.kafka.readings_topic) or set()
-        return sum(consumer.committed(TopicPartition(s.kafka.readings_topic, p)) or 0 for p in parts)
-    finally:
-        consumer.close()
 
 
 def test_anchored_roots_read_back_from_chain_events(anchored) -> None:
@@ -122,7 +105,7 @@ def test_every_bundle_verifies_offline_and_online(anchored) -> None:
 
 
 def cli_offline(s: CitygridSettings, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    dead = closed_port()
+    dead = free_port()  # nothing listens there
     env = s.as_env()
     env.update({"CITYGRID_CHAIN__URL": f"ws://127.0.0.1:{dead}", "CITYGRID_KAFKA__BOOTSTRAP":
                 f"127.0.0.1:{dead}", "CITYGRID_MQTT__PORT": str(dead)})

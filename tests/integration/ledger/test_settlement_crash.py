@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from citygrid.ledger.settlement import CRASH_ENV
+from citygrid.ledger.settlement import CRASH_STEPS
 from citygrid.ledger.settlement_history import expected_transfers, read_back
 from citygrid.ledger.settlement_store import SettlementStore
 from citygrid.market import Trade, trade_id
@@ -16,7 +16,7 @@ from citygrid.market import Trade, trade_id
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[3]
-STEPS = ["prepared", "signed", "submitted", "included", "settled"]
+STEPS = list(CRASH_STEPS)
 
 
 def _trades(interval: int) -> list[Trade]:
@@ -26,17 +26,9 @@ def _trades(interval: int) -> list[Trade]:
                   price=3_000_000, grid_fee=200_000) for b, s, wh in pairs]
 
 
-def _settle(live, acc, trades_file: Path, crash: str | None) -> subprocess.CompletedProcess:
-    s = live.model_copy(update={"settlement": live.settlement.model_copy(update={
-        "keystore": acc.path, "grid_operator": "grid", "asset_id": acc.asset_id})})
-    env = s.as_env()
-    env["PYTHONPATH"] = str(ROOT / ".dev")
-    env.pop(CRASH_ENV, None)
-    if crash:
-        env[CRASH_ENV] = crash
+def _settle(env: dict[str, str], trades_file: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "citygrid", "ledger", "settle", "--trades", str(trades_file)]
-    return subprocess.run(cmd,
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +37,19 @@ def accounts(accounts_factory):
 
 
 @pytest.mark.parametrize("step", STEPS)
-def test_killed_settler_settles_exactly_once(live, accounts, step: str, tmp_path: Path) -> None:
+def test_killed_settler_settles_exactly_once(accounts, settler_settings, child_env, step: str,
+                                             tmp_path: Path) -> None:
     interval = 1_000_000 + STEPS.index(step)
     trades = _trades(interval)
     trades_file = tmp_path / "trades.json"
     trades_file.write_text("[" + ",".join(t.model_dump_json() for t in trades) + "]")
     before = accounts.balances()
 
-    crashed = _settle(live, accounts, trades_file, crash=step)
+    crashed = _settle(child_env(settler_settings(accounts, crash_at=step)), trades_file)
     assert crashed.returncode == -9, crashed.stderr[-2000:]
+    s = settler_settings(accounts)
     for _ in range(2):  # the restart settles; a further run must change nothing
-        done = _settle(live, accounts, trades_file, crash=None)
+        done = _settle(child_env(s), trades_file)
         assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
 
     after = accounts.balances()
@@ -67,7 +61,7 @@ def test_killed_settler_settles_exactly_once(live, accounts, step: str, tmp_path
     for name in accounts.names:
         assert after[name] - before[name] == owed[name], name
 
-    store = SettlementStore(live.paths.data_dir / "settlements.sqlite")
+    store = SettlementStore(s.paths.settlement_store)
     record = store.get(interval)
     assert record is not None and record.status == "settled"
     addresses = {n: accounts.address(n) for n in accounts.names}

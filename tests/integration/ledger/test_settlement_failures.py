@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from substrateinterface import Keypair
 
@@ -11,6 +9,7 @@ from citygrid.ledger.errors import ExtrinsicFailed, InsufficientFunds, Settlemen
 from citygrid.ledger.settlement import Settler
 from citygrid.ledger.settlement_store import SettlementStore
 from citygrid.market import Trade, trade_id
+from citygrid.settings import CitygridSettings
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
 
@@ -21,10 +20,9 @@ def _trade(interval: int, wh: int, price: int = 2_000_000) -> Trade:
                  seller="seller0", bid_id=bid, offer_id="o", wh=wh, price=price, grid_fee=100_000)
 
 
-def _settler(acc, tmp: Path, settler: Keypair | None = None) -> Settler:
-    return Settler(acc.chain, SettlementStore(tmp / "settlements.sqlite"), acc.keystore,
-                   settler or acc.keystore.keypair("settler"), "grid", acc.asset_id,
-                   crash=lambda step: None)
+def _settler(acc, s: CitygridSettings, settler: Keypair | None = None) -> Settler:
+    return Settler(acc.chain, SettlementStore(s.paths.settlement_store), acc.keystore,
+                   settler or acc.keystore.keypair("settler"), "grid", acc.asset_id)
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +30,12 @@ def accounts(accounts_factory):
     return accounts_factory(buyers=1, sellers=1, pas=50, asset=10)
 
 
-def test_buyer_without_funds_fails_atomically(accounts, tmp_path: Path) -> None:
+def test_buyer_without_funds_fails_atomically(accounts, settings: CitygridSettings) -> None:
     before = accounts.balances()
     # 10 units of the asset held against a 2,000,000 Wh x 2,000,000 planck/Wh = 400 units purchase;
     # a second, affordable trade in the same batch must be reverted with it.
     trade = _trade(2_000_001, wh=2_000_000)
-    settler = _settler(accounts, tmp_path)
+    settler = _settler(accounts, settings)
     with pytest.raises(SettlementError, match="Nothing was transferred"):
         settler.settle(2_000_001, [_trade(2_000_001, wh=10, price=3_000_000), trade])
     record = settler.store.get(2_000_001)
@@ -47,9 +45,9 @@ def test_buyer_without_funds_fails_atomically(accounts, tmp_path: Path) -> None:
         assert after[name] == before[name], name
 
 
-def test_settler_without_funds_is_refused_and_not_settled(accounts, tmp_path: Path) -> None:
+def test_settler_without_funds_is_refused_and_not_settled(accounts, settings: CitygridSettings) -> None:
     broke = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())
-    settler = _settler(accounts, tmp_path, settler=broke)
+    settler = _settler(accounts, settings, settler=broke)
     with pytest.raises(InsufficientFunds, match="fund the account"):
         settler.settle(2_000_002, [_trade(2_000_002, wh=10)])
     record = settler.store.get(2_000_002)
@@ -73,10 +71,10 @@ class _TamperingChain:
         return bytes(ext)
 
 
-def test_wrongly_signed_settlement_is_refused_and_not_settled(accounts, tmp_path: Path) -> None:
+def test_wrongly_signed_settlement_is_refused_and_not_settled(accounts, settings: CitygridSettings) -> None:
     before = accounts.balances()
     kp = accounts.keystore.keypair("settler")
-    settler = _settler(accounts, tmp_path)
+    settler = _settler(accounts, settings)
     settler.chain = _TamperingChain(accounts.chain, kp.public_key)  # type: ignore[assignment]
     with pytest.raises(ExtrinsicFailed, match="bad signature"):
         settler.settle(2_000_003, [_trade(2_000_003, wh=10)])

@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from support import wait_until
 
 from citygrid.devtools.processes import spawn, stop
-from citygrid.ledger.settlement import CRASH_ENV
 from citygrid.ledger.settlement_history import expected_transfers, read_back
 from citygrid.ledger.settlement_store import SettlementStore
 from citygrid.market import Trade, trade_id
@@ -20,7 +19,6 @@ from citygrid.stream.kafka_topics import ensure_topics
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
 
-ROOT = Path(__file__).resolve().parents[3]
 FIRST, SECOND = 3_000_000, 3_900_000
 
 
@@ -39,31 +37,15 @@ def _publish(s: CitygridSettings, trades: list[Trade]) -> None:
     producer.close(5)
 
 
-def _env(s: CitygridSettings, crash: str | None) -> dict[str, str]:
-    env = s.as_env()
-    env["PYTHONPATH"] = str(ROOT / ".dev")
-    env.pop(CRASH_ENV, None)
-    if crash:
-        env[CRASH_ENV] = crash
-    return env
-
-
-def _committed(s: CitygridSettings) -> int:
-    """Records of the trades topic the settler's group has committed as done."""
-    consumer = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap, group_id=s.settlement.group,
-                             enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(s.kafka.trades_topic) or set()
-        return sum(consumer.committed(TopicPartition(s.kafka.trades_topic, p)) or 0 for p in parts)
-    finally:
-        consumer.close()
-
-
-def test_feed_settles_each_interval_once_across_a_kill_before_commit(live, accounts_factory,
-                                                                      tmp_path: Path) -> None:
+def test_feed_settles_each_interval_once_across_a_kill_before_commit(
+        accounts_factory, settler_settings, child_env, committed_offsets, tmp_path: Path) -> None:
     acc = accounts_factory(buyers=2, sellers=2)
-    s = live.model_copy(update={"settlement": live.settlement.model_copy(update={
-        "keystore": acc.path, "grid_operator": "grid", "asset_id": acc.asset_id})})
+    s = settler_settings(acc)
+
+    def committed() -> int:
+        """Records of the trades topic the settler's group has committed as done."""
+        return committed_offsets(s, s.kafka.trades_topic, s.settlement.group)
+
     ensure_topics(s.kafka, [s.kafka.trades_topic])
     first = _trades(FIRST, [("buyer0", "seller0", 1500), ("buyer1", "seller0", 200),
                             ("buyer1", "seller1", 700)])
@@ -75,18 +57,18 @@ def test_feed_settles_each_interval_once_across_a_kill_before_commit(live, accou
     # Killed right after the first interval is settled on chain, before the feed commits its offsets:
     # the restarted feed reads those trades again and must not pay them twice.
     log1 = tmp_path / "feed1.log"
-    killed = spawn(["ledger", "settle"], _env(s, "settled"), log1)
+    killed = spawn(["ledger", "settle"], child_env(settler_settings(acc, crash_at="settled")), log1)
     try:
         assert killed.wait(90) == -9, log1.read_text()[-3000:]
     finally:
         if killed.poll() is None:
             killed.kill()
     assert store.get(FIRST).status == "settled"
-    assert _committed(s) == 0, "the killed feed must not have committed, or this tests no re-read"
+    assert committed() == 0, "the killed feed must not have committed, or this tests no re-read"
 
     _publish(s, second)
     log2 = tmp_path / "feed2.log"
-    feed = spawn(["ledger", "settle"], _env(s, None), log2)
+    feed = spawn(["ledger", "settle"], child_env(s), log2)
     try:
         wait_until(lambda: (r := store.get(SECOND)) is not None and r.status == "settled", 90,
               "the second interval to settle")
@@ -95,7 +77,7 @@ def test_feed_settles_each_interval_once_across_a_kill_before_commit(live, accou
     finally:
         assert stop(feed) == 0, log2.read_text()[-3000:]
 
-    assert _committed(s) == len(first) + len(second), "a cleanly stopped feed commits what it settled"
+    assert committed() == len(first) + len(second), "a cleanly stopped feed commits what it settled"
     after = acc.balances()
     owed = {n: 0 for n in acc.names}
     for t in first + second:

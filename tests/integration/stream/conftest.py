@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
@@ -14,8 +13,6 @@ from citygrid.reading import Reading, sign_reading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
 from citygrid.sim.profiles import load_profiles
-
-CACHE = Path(__file__).resolve().parents[3] / ".cache"
 
 
 def signed_readings(key: DeviceKey, kind: str, values: list[float], first_seq: int = 0,
@@ -33,7 +30,7 @@ def signed_readings(key: DeviceKey, kind: str, values: list[float], first_seq: i
 def profiles() -> dict[str, list[float]]:
     """One real SimBench household meter and one PV profile (kW, quarter-hours), summer days."""
     by_kind: dict[str, list[float]] = {}
-    for p in load_profiles(CACHE):
+    for p in load_profiles(CitygridSettings().paths.cache_dir):
         by_kind.setdefault(p.kind, [float(v) for v in p.kw[96 * 150:96 * 160]])
     return by_kind
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import defaultdict
@@ -14,24 +13,24 @@ from support import wait_until
 from citygrid.devtools.processes import spawn, stop
 from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, sign_reading
+from citygrid.records import Forecast
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.sim.profiles import load_profiles
 from citygrid.stream.forecasting import SeriesState, observe
 from citygrid.stream.ingest import Ingest
 from citygrid.stream.kafka_topics import read_topic
-from citygrid.topics import readings_topic
+from citygrid.topics import DISTRICT_HEADER, readings_topic
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(150)]
 
-CACHE = Path(__file__).resolve().parents[3] / ".cache"
 Q_MS = 900_000
 STEPS = 48  # half a summer day of quarter-hours per device
 
 
-def _fleet() -> dict[str, list[tuple[DeviceKey, str, list[float]]]]:
+def _fleet(cache: Path) -> dict[str, list[tuple[DeviceKey, str, list[float]]]]:
     """Two districts of real SimBench prosumers: north three meters, south two meters and a PV."""
-    profiles = load_profiles(CACHE)
+    profiles = load_profiles(cache)
     meters = [p for p in profiles if p.kind == "meter"][:5]
     pv = next(p for p in profiles if p.kind == "pv")
     assert len(meters) == 5, "SimBench profiles missing under .cache; run `citygrid demo` once"
@@ -68,14 +67,13 @@ def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
     # The whole backlog may be read from one partition before another's: the lag must span it.
     s = live.model_copy(update={"stream": live.stream.model_copy(update={
         "batch_within_s": 0.1, "aggregate_max_lag_steps": STEPS})})
-    fleet = _fleet()
+    fleet = _fleet(s.paths.cache_dir)
     registry = DeviceRegistry.load(s.paths.device_registry)
     for devices in fleet.values():
         for key, _kind, _values in devices:
             registry.add(key.public_key)
     registry.save(s.paths.device_registry)
     start_ms = (int(time.time() * 1000) // Q_MS - STEPS) * Q_MS
-
 
     expected: dict[str, list[float]] = defaultdict(lambda: [0.0] * STEPS)
     for district, devices in fleet.items():
@@ -84,8 +82,8 @@ def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
                 expected[f"feeder/{district}/{kind}"][i] += v
     closed = STEPS - 1  # the newest interval stays open until a later one arrives
 
-    def records() -> list[dict]:
-        return [json.loads(r.value) for r in read_topic(s.kafka, s.kafka.forecasts_topic)]
+    def records() -> list[Forecast]:
+        return [Forecast.decode(r.value) for r in read_topic(s.kafka, s.kafka.forecasts_topic)]
 
     ingest = Ingest(s)
     halt = threading.Event()
@@ -97,32 +95,33 @@ def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
         n = _publish(s, fleet, start_ms, range(1))
         wait_until(lambda: len(records()) >= n, 60, "the worker to learn the first interval")
         n += _publish(s, fleet, start_ms, range(1, STEPS))
-        wait_until(lambda: sum(r.get("scope") == "feeder" for r in records()) >= 3 * closed, 60,
-              "feeder forecasts of every closed interval")
+        wait_until(lambda: sum(r.scope == "feeder" for r in records()) >= 3 * closed, 60,
+                   "feeder forecasts of every closed interval")
     finally:
         stop(worker)
         halt.set()
         thread.join(30)
     stored = read_topic(s.kafka, s.kafka.readings_topic)
     assert len(stored) == n
-    assert {dict(r.headers)["district"] for r in stored} == {b"north", b"south"}
+    assert {dict(r.headers)[DISTRICT_HEADER] for r in stored} == {b"north", b"south"}
 
     out = records()
-    assert sum("device" in r for r in out) == n  # the per-device learner still forecasts every reading
-    feeders: dict[str, list[dict]] = defaultdict(list)
+    assert sum(r.scope == "device" for r in out) == n  # the per-device learner still forecasts every reading
+    assert all(r.device is None for r in out if r.scope == "feeder")
+    feeders: dict[str, list[Forecast]] = defaultdict(list)
     for r in out:
-        if r.get("scope") == "feeder":
-            feeders[f"feeder/{r['group']}/{r['kind']}"].append(r)
+        if r.scope == "feeder":
+            feeders[f"feeder/{r.group}/{r.kind}"].append(r)
     assert set(feeders) == set(expected) == {"feeder/north/meter", "feeder/south/meter", "feeder/south/pv"}
     for group, got in feeders.items():
         members = {"feeder/north/meter": 3, "feeder/south/meter": 2, "feeder/south/pv": 1}[group]
-        assert [r["interval_ms"] for r in got] == [start_ms + i * Q_MS for i in range(closed)], group
-        assert [r["members"] for r in got] == [members] * closed, group
-        assert [r["total"] for r in got] == pytest.approx(expected[group][:closed], abs=1e-9), group
-        assert [r["ts_ms"] for r in got] == [start_ms + (i + 1) * Q_MS for i in range(closed)]
+        assert [r.interval_ms for r in got] == [start_ms + i * Q_MS for i in range(closed)], group
+        assert [r.members for r in got] == [members] * closed, group
+        assert [r.total for r in got] == pytest.approx(expected[group][:closed], abs=1e-9), group
+        assert [r.ts_ms for r in got] == [start_ms + (i + 1) * Q_MS for i in range(closed)]
         # The forecasts are those of the stream's own forecaster run on the sums.
         state = SeriesState(s.stream.energy_step_s, s.stream.energy_season_steps, model_name=s.stream.model)
         offline = [observe(state, v, start_ms + i * Q_MS).forecast
                    for i, v in enumerate(expected[group][:closed])]
-        assert [r["forecast"] for r in got] == pytest.approx(offline, abs=1e-9), group
-        assert got[-1]["n"] == closed - 1
+        assert [r.forecast for r in got] == pytest.approx(offline, abs=1e-9), group
+        assert got[-1].n == closed - 1

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import time
 
 import pytest
+from support import wait_until
 
 from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, SignedReading, sign_reading
+from citygrid.records import DeadLetter
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.stream.ingest import Ingest
@@ -59,15 +59,16 @@ def _reading(key: DeviceKey, seq: int, **kw) -> Reading:
 
 
 def _wait_ends(s: CitygridSettings, readings: int, dead: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def reached() -> bool:
         got = topic_end(s.kafka, s.kafka.readings_topic), topic_end(s.kafka, s.kafka.dead_letter_topic)
-        if got == (readings, dead):
-            return
-        if got[0] > readings or got[1] > dead:
-            raise AssertionError(f"more records than expected: {got} vs {(readings, dead)}")
-        time.sleep(0.3)
-    raise AssertionError(f"expected {(readings, dead)} records, have {got}")
+        assert got[0] <= readings and got[1] <= dead, f"more records than expected: {got}"
+        return got == (readings, dead)
+
+    wait_until(reached, timeout_s, f"{readings} readings and {dead} dead letters", every_s=0.3)
+
+
+def _dead_letters(s: CitygridSettings) -> list[DeadLetter]:
+    return [DeadLetter.decode(r.value) for r in read_topic(s.kafka, s.kafka.dead_letter_topic)]
 
 
 def test_rejects_land_in_the_dead_letter_topic_with_their_reasons(live: CitygridSettings) -> None:
@@ -93,10 +94,10 @@ def test_rejects_land_in_the_dead_letter_topic_with_their_reasons(live: Citygrid
     stored = read_topic(live.kafka, live.kafka.readings_topic)
     assert sorted(r.value for r in stored) == sorted(valid)
     assert {r.key for r in stored} == {good.device_id.encode()}
-    dead = [json.loads(r.value) for r in read_topic(live.kafka, live.kafka.dead_letter_topic)]
-    by_reason = {d["reason"]: base64.b64decode(d["payload_b64"]) for d in dead}
+    dead = _dead_letters(live)
+    by_reason = {d.reason: d.payload() for d in dead}
     assert by_reason == bad
-    assert all(d["error"] and d["mqtt_topic"].endswith(good.device_id) for d in dead)
+    assert all(d.error and d.source.endswith(good.device_id) for d in dead)
 
 
 def test_a_restarted_ingest_lets_no_duplicate_through(live: CitygridSettings) -> None:
@@ -121,5 +122,4 @@ def test_a_restarted_ingest_lets_no_duplicate_through(live: CitygridSettings) ->
         ingest.close()
     values = [r.value for r in read_topic(live.kafka, live.kafka.readings_topic)]
     assert sorted(values) == sorted(first + later)
-    dead = [json.loads(r.value) for r in read_topic(live.kafka, live.kafka.dead_letter_topic)]
-    assert {d["reason"] for d in dead} == {"duplicate"}
+    assert {d.reason for d in _dead_letters(live)} == {"duplicate"}

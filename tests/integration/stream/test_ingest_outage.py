@@ -5,13 +5,12 @@ The shared Kafka must never be stopped, so this test runs its own broker on free
 
 from __future__ import annotations
 
-import random
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from support import free_port, wait_until
 
 from citygrid.devtools import local_servers
 from citygrid.mqtt import Publisher
@@ -25,53 +24,35 @@ from citygrid.topics import readings_topic
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(240)]
 
 
-def _free_port_pair() -> int:
-    """Two consecutive ports both bindable now, below Linux's ephemeral range (32768+) so that no
-    client connection's local port can take them before the broker binds."""
-    for port in random.sample(range(21000, 32000, 2), 200):
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no two consecutive free ports")
-
-
 @pytest.fixture
 def own_kafka(live: CitygridSettings, tmp_path: Path):
     """A private single-node Kafka (same recipe as the shared one) that this test may stop."""
     for attempt in range(3):
-        port = _free_port_pair()
-        kafka = live.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{port}"})
-        s = live.model_copy(update={"kafka": kafka})
+        port = free_port(consecutive=2)
+        s = live.model_copy(update={
+            "kafka": live.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{port}"}),
+            "paths": live.paths.model_copy(update={"servers_dir": tmp_path / f"own{attempt}"}),
+        })
         server = local_servers.servers(s)["kafka"]
-        base = tmp_path / f"own{attempt}"
         try:
-            server.start(base)
+            server.start()
             break
         except local_servers.ServerError:
             # Another process took a port between our check and the broker's bind: draw again.
             if attempt == 2:
                 raise
     try:
-        yield s, server, base
+        yield s, server
     finally:
-        server.stop(base)
+        server.stop()
 
 
 def _wait_end(s: CitygridSettings, n: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if topic_end(s.kafka, s.kafka.readings_topic) >= n:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"fewer than {n} readings in Kafka after {timeout_s}s")
+    wait_until(lambda: topic_end(s.kafka, s.kafka.readings_topic) >= n, timeout_s, f"{n} readings in Kafka")
 
 
 def test_no_valid_reading_is_lost_while_kafka_is_down(own_kafka) -> None:
-    s, server, base = own_kafka
+    s, server = own_kafka
     ensure_topics(s.kafka)
     key = DeviceKey.generate()
     reg = DeviceRegistry()
@@ -90,12 +71,12 @@ def test_no_valid_reading_is_lost_while_kafka_is_down(own_kafka) -> None:
         for e in envelopes[:100]:
             pub.publish(readings_topic(s.mqtt.readings_topic, "d1", key.device_id), e)
         _wait_end(s, 100, 30)
-        server.stop(base)  # Kafka gone; the devices keep publishing and MQTT keeps acking
+        server.stop()  # Kafka gone; the devices keep publishing and MQTT keeps acking
         for e in envelopes[100:]:
             pub.publish(readings_topic(s.mqtt.readings_topic, "d1", key.device_id), e)
         time.sleep(2)
         assert not ingest.failed.is_set()
-        server.start(base)
+        server.start()
         _wait_end(s, 300, 90)
     finally:
         pub.close()

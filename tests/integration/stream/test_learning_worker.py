@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from citygrid.devtools.processes import spawn, stop
+from citygrid.records import Alert, Forecast
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
 from citygrid.stream.kafka_topics import read_topic, topic_end
@@ -22,8 +22,8 @@ def _settings(live: CitygridSettings) -> CitygridSettings:
         "anomaly_warmup": 48, "batch_within_s": 0.1})})
 
 
-def _forecasts(s: CitygridSettings) -> list[dict]:
-    return [json.loads(r.value) for r in read_topic(s.kafka, s.kafka.forecasts_topic)]
+def _forecasts(s: CitygridSettings) -> list[Forecast]:
+    return [Forecast.decode(r.value) for r in read_topic(s.kafka, s.kafka.forecasts_topic)]
 
 
 def test_readings_in_forecasts_and_alerts_out_and_a_killed_worker_resumes(
@@ -51,25 +51,26 @@ def test_readings_in_forecasts_and_alerts_out_and_a_killed_worker_resumes(
         worker.wait()
 
     forecasts = _forecasts(s)
-    assert {f["device"] for f in forecasts} == {meter.device_id, pv.device_id}
-    alerts = [json.loads(r.value) for r in read_topic(s.kafka, s.kafka.alerts_topic)]
-    assert any(a["device"] == meter.device_id and a["seq"] == spike_seq for a in alerts), alerts[:5]
-    pv_trained = max((f for f in forecasts if f["device"] == pv.device_id), key=lambda f: f["n"])
-    assert pv_trained["n"] >= first - 1
-    assert pv_trained["mae"] < pv_trained["mae_persistence"]
+    assert {f.device for f in forecasts} == {meter.device_id, pv.device_id}
+    assert {f.scope for f in forecasts} == {"device"}  # no district header: no feeder forecasts
+    alerts = [Alert.decode(r.value) for r in read_topic(s.kafka, s.kafka.alerts_topic)]
+    assert any(a.device == meter.device_id and a.seq == spike_seq for a in alerts), alerts[:5]
+    pv_trained = max((f for f in forecasts if f.device == pv.device_id), key=lambda f: f.n)
+    assert pv_trained.n >= first - 1
+    assert pv_trained.mae < pv_trained.mae_persistence
 
     produce(batch(first, first + second))
     worker = spawn(["stream", "worker"], s.as_env(), tmp_path / "worker2.log")
     try:
-        helpers.wait(lambda: any(f["based_on_seq"] == first + second - 1 and f["device"] == pv.device_id
-                               for f in _forecasts(s)), 120, "forecasts after the restart")
+        helpers.wait(lambda: any(f.based_on_seq == first + second - 1 and f.device == pv.device_id
+                                 for f in _forecasts(s)), 120, "forecasts after the restart")
     finally:
         stop(worker)
 
-    after = {f["based_on_seq"]: f for f in _forecasts(s) if f["device"] == pv.device_id
-             and f["based_on_seq"] >= first}
+    after = {f.based_on_seq: f for f in _forecasts(s) if f.device == pv.device_id
+             and f.based_on_seq >= first}
     # The restarted worker's counts continue where the killed one stopped...
-    assert after[first]["n"] >= first
+    assert after[first].n >= first
     # ...and its forecasts are those of the model that never stopped, not of a fresh one.
     continuous = _offline(s, pv, envelopes[pv], 0)
     fresh = _offline(s, pv, envelopes[pv], first)
@@ -82,8 +83,9 @@ def test_readings_in_forecasts_and_alerts_out_and_a_killed_worker_resumes(
 def _offline(s: CitygridSettings, key: DeviceKey, envelopes: list[bytes], start: int) -> dict[int, float]:
     """Forecasts by seq of the same models run without Kafka from reading `start` on."""
     out = learn_batch([(None, e) for e in envelopes[start:]], lambda _k: None, s.stream)
-    return {json.loads(v)["based_on_seq"]: json.loads(v)["forecast"] for _k, v in out.forecasts}
+    forecasts = [Forecast.decode(v) for _k, v in out.forecasts]
+    return {f.based_on_seq: f.forecast for f in forecasts}
 
 
-def _gap(after: dict[int, dict], reference: dict[int, float], lo: int, hi: int) -> float:
-    return sum(abs(after[q]["forecast"] - reference[q]) for q in range(lo, hi)) / (hi - lo)
+def _gap(after: dict[int, Forecast], reference: dict[int, float], lo: int, hi: int) -> float:
+    return sum(abs(after[q].forecast - reference[q]) for q in range(lo, hi)) / (hi - lo)

@@ -3,47 +3,21 @@
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import kubernetes_validate
-import pytest
-import yaml
-
-ROOT = Path(__file__).resolve().parents[3]
-CHART = ROOT / "deploy" / "helm" / "citygrid"
-HELM = ROOT / ".cache" / "helm" / "helm"
-KUBE = "1.33.0"
-VALUES = {"default": [], "production": ["-f", str(CHART / "ci" / "production-values.yaml")]}
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    if not HELM.exists():
-        pytest.fail(f"helm not found at {HELM}; run scripts/setup/helm.sh")
-    return subprocess.run([str(HELM), *args], capture_output=True, text=True, check=check, timeout=60)
-
-
-def render(*extra: str) -> list[dict]:
-    out = helm("template", "cg", str(CHART), "--kube-version", KUBE, *extra).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-@pytest.fixture(scope="module", params=sorted(VALUES))
-def manifests(request: pytest.FixtureRequest) -> tuple[str, list[dict]]:
-    return request.param, render(*VALUES[request.param])
-
-
-@pytest.mark.parametrize("name", sorted(VALUES))
-def test_lint(name: str) -> None:
-    result = helm("lint", "--strict", str(CHART), "--kube-version", KUBE, *VALUES[name], check=False)
+def test_lint(chart, values_file: str) -> None:
+    result = chart.helm("lint", "--strict", str(chart.dir), "--kube-version", chart.kube,
+                        *chart.values[values_file], check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_manifest_is_schema_valid(manifests: tuple[str, list[dict]]) -> None:
+def test_every_manifest_is_schema_valid(chart, manifests: tuple[str, list[dict]]) -> None:
     _, docs = manifests
     assert len(docs) > 20
     for doc in docs:
-        kubernetes_validate.validate(doc, KUBE, strict=True)
+        kubernetes_validate.validate(doc, chart.kube, strict=True)
 
 
 def _pod_specs(docs: list[dict]) -> dict[str, dict]:
@@ -88,29 +62,28 @@ def test_single_instance_processes_and_secrets(manifests: tuple[str, list[dict]]
         assert "secretKeyRef" in signer["valueFrom"]  # never a literal key in the manifest
 
 
-def test_workers_follow_partitions() -> None:
-    worker = next(d for d in render("--set", "kafka.partitions=7")
+def test_workers_follow_partitions(chart) -> None:
+    worker = next(d for d in chart.render("--set", "kafka.partitions=7")
                   if d["kind"] == "Deployment" and d["metadata"]["name"] == "cg-citygrid-worker")
     assert worker["spec"]["replicas"] == 7
-    result = helm("template", "cg", str(CHART), "--kube-version", KUBE,
-                  "--set", "kafka.partitions=2", "--set", "worker.replicas=3", check=False)
+    result = chart.template("--set", "kafka.partitions=2", "--set", "worker.replicas=3", check=False)
     assert result.returncode != 0 and "exceeds kafka.partitions" in result.stderr
 
 
-def test_chain_endpoint_is_a_value_and_validated() -> None:
-    config = next(d for d in render("--set", "chain.url=wss://node.example:443")
+def test_chain_endpoint_is_a_value_and_validated(chart) -> None:
+    config = next(d for d in chart.render("--set", "chain.url=wss://node.example:443")
                   if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "cg-citygrid-config")
     assert config["data"]["CITYGRID_CHAIN__URL"] == "wss://node.example:443"
     assert config["data"]["CITYGRID_METRICS_HOST"] == "0.0.0.0"
-    bad = helm("template", "cg", str(CHART), "--kube-version", KUBE, "--set", "chain.url=http://x",
-               check=False)
+    bad = chart.template("--set", "chain.url=http://x", check=False)
     assert bad.returncode != 0 and "chain/url" in bad.stderr
 
 
-def test_dashboards_are_sidecar_configmaps() -> None:
-    maps = [d for d in render()
+def test_dashboards_are_sidecar_configmaps(chart) -> None:
+    maps = [d for d in chart.render()
             if d["kind"] == "ConfigMap" and "grafana_dashboard" in d["metadata"]["labels"]]
-    committed = {p.name: json.loads(p.read_text()) for p in (ROOT / "dashboards" / "json").glob("*.json")}
+    committed = {p.name: json.loads(p.read_text())
+                 for p in (chart.root / "dashboards" / "json").glob("*.json")}
     assert len(maps) == len(committed) == 5
     for m in maps:
         ((file, text),) = m["data"].items()

@@ -8,19 +8,18 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from citygrid.commands import open_model_update, sign_model_update
-from citygrid.devtools.local_servers import repo_root
+from citygrid.commands import ModelUpdateRejected, open_model_update, sign_model_update
 from citygrid.edge.model_update import ModelStore
-from citygrid.errors import ModelUpdateRejected
+from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
 from citygrid.sim.train_models import train
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    out = tmp_path_factory.mktemp("m")
-    v1 = train(repo_root() / ".cache", out, version="1", trees=3, max_profiles=1)["load_nowcast"]
-    v2 = train(repo_root() / ".cache", out, version="2", trees=4, max_profiles=1)["load_nowcast"]
+    out, cache = tmp_path_factory.mktemp("m"), CitygridSettings().paths.cache_dir
+    v1 = train(cache, out, version="1", trees=3, max_profiles=1)["load_nowcast"]
+    v2 = train(cache, out, version="2", trees=4, max_profiles=1)["load_nowcast"]
     return {"1": v1.read_bytes(), "2": v2.read_bytes()}
 
 

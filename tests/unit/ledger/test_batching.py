@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from citygrid.ledger.anchorer import parse_remark, remark_text
 from citygrid.ledger.batching import IntervalBatcher
 
 H = 3_600_000
@@ -35,9 +34,3 @@ def test_drain_returns_all_in_order_and_leaves_sorted() -> None:
     assert [s for s, _ in drained] == [0, H]
     assert drained[0][1] == [("d1", 0, b"a"), ("d2", 0, b"b")]
     assert len(b) == 0
-
-
-def test_remark_round_trip() -> None:
-    root = bytes(range(32))
-    text = remark_text(1_790_000_000_000, 42, root)
-    assert parse_remark(text) == (1_790_000_000_000, 42, root)

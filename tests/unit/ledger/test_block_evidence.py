@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
+from citygrid.hashing import blake2_256
 from citygrid.ledger.block_evidence import (
     BlockEvidence,
     check_anchor_extrinsic,
@@ -16,7 +16,7 @@ from citygrid.ledger.block_evidence import (
     remark_call,
 )
 from citygrid.ledger.errors import ProofInvalid
-from citygrid.ledger.substrate_trie import blake2_256, compact
+from citygrid.ledger.substrate_trie import compact
 
 BLOCK = json.loads((Path(__file__).parent / "data" / "substrate_trie_vectors.json").read_text())[
     "chopsticks_block"]
@@ -35,7 +35,7 @@ def anchorer() -> bytes:
 def reseal(ev: BlockEvidence, extrinsics: list[bytes]) -> tuple[BlockEvidence, str]:
     """A self-consistent block around forged extrinsics: new extrinsicsRoot, header and hash."""
     header = bytes.fromhex(ev.header[2:])
-    root = hashlib.blake2b(b"".join(extrinsics), digest_size=32).digest()
+    root = blake2_256(b"".join(extrinsics))
     pos = 32 + len(compact(ANCHOR["number"])) + 32
     header = header[:pos] + root + header[pos + 32:]
     forged = ev.model_copy(update={"header": "0x" + header.hex(),

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from citygrid.hashing import blake2_256
 from citygrid.ledger.block_evidence import commitment_scheme, decode_header, encode_header
-from citygrid.ledger.substrate_trie import blake2_256, compact, ordered_trie_root, read_compact, trie_root
+from citygrid.ledger.substrate_trie import compact, ordered_trie_root, read_compact, trie_root
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "substrate_trie_vectors.json").read_text())
 

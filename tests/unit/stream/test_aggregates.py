@@ -7,10 +7,11 @@ import json
 import pytest
 
 from citygrid.reading import Reading, sign_reading
+from citygrid.records import Forecast
 from citygrid.settings import StreamSettings
 from citygrid.signing import DeviceKey
 from citygrid.stream.aggregates import (
-    DISTRICT_HEADER,
+    Member,
     add,
     aggregate_batch,
     decode_group,
@@ -20,6 +21,7 @@ from citygrid.stream.aggregates import (
 )
 from citygrid.stream.errors import ModelStateError
 from citygrid.stream.forecasting import SeriesState, observe
+from citygrid.topics import DISTRICT_HEADER
 
 S = StreamSettings()
 T0 = 1_750_000_000_000 // 900_000 * 900_000  # an interval boundary
@@ -31,9 +33,9 @@ def _envelope(key: DeviceKey, seq: int, ts_ms: int, kind: str, values: dict[str,
     return sign_reading(reading, key).encode()
 
 
-def _member(device: str, seq: int, ts_ms: int, x: float, scope: str = "feeder", kind: str = "meter") -> dict:
-    return {"scope": scope, "group": "d1", "kind": kind, "value": "p_kw", "device": device, "seq": seq,
-            "ts_ms": ts_ms, "x": x}
+def _member(device: str, seq: int, ts_ms: int, x: float, scope: str = "feeder", kind: str = "meter",
+            group: str = "d1") -> Member:
+    return Member(scope=scope, group=group, kind=kind, value="p_kw", device=device, seq=seq, ts_ms=ts_ms, x=x)
 
 
 def test_route_keys_by_district_and_kind_and_skips_what_no_group_sums() -> None:
@@ -57,26 +59,27 @@ def test_an_interval_closes_once_every_member_reported_a_later_one_with_the_exac
     assert add(g, _member("b", 0, T0 + 10, 2.0), 8) == []
     assert add(g, _member("a", 1, T0 + Q, 4.0), 8) == []  # b may still report interval 0
     closed = add(g, _member("b", 1, T0 + Q + 5, 8.0), 8)
-    assert [(c["interval_ms"], c["total"], c["members"]) for c in closed] == [(T0, 3.0, 2)]
-    assert closed[0]["scope"] == "feeder" and closed[0]["group"] == "d1" and closed[0]["ts_ms"] == T0 + Q
+    assert [(c.interval_ms, c.total, c.members) for c in closed] == [(T0, 3.0, 2)]
+    assert closed[0].scope == "feeder" and closed[0].group == "d1" and closed[0].ts_ms == T0 + Q
+    assert closed[0].device is None
     # Redelivered (same seq) and late readings never change a total.
     assert add(g, _member("a", 1, T0 + Q, 4.0), 8) == []
     assert add(g, _member("c", 0, T0, 100.0), 8) == [] and g.late == 1
     closed = add(g, _member("a", 2, T0 + 2 * Q, 1.0), 8) + add(g, _member("b", 2, T0 + 2 * Q, 1.0), 8)
-    assert [(c["interval_ms"], c["total"]) for c in closed] == [(T0 + Q, 12.0)]
+    assert [(c.interval_ms, c.total) for c in closed] == [(T0 + Q, 12.0)]
 
 
 def test_power_is_averaged_per_device_and_counts_add_up_within_an_interval() -> None:
     feeder = new_group(_member("a", 0, T0, 0), S)
     for i, kw in enumerate([1.0, 3.0]):
         add(feeder, _member("a", i, T0 + i * 1000, kw), 8)
-    assert add(feeder, _member("a", 2, T0 + Q, 0.0), 8)[0]["total"] == 2.0
+    assert add(feeder, _member("a", 2, T0 + Q, 0.0), 8)[0].total == 2.0
     crossing = new_group(_member("a", 0, T0, 0, "intersection", "traffic"), S)
     step = S.traffic_step_s * 1000
     for i, n in enumerate([5.0, 6.0]):
         add(crossing, _member("a", i, T0 + i * 1000, n, "intersection", "traffic"), 8)
     closed = add(crossing, _member("a", 2, T0 + step, 0.0, "intersection", "traffic"), 8)
-    assert closed[0]["total"] == 11.0 and closed[0]["ts_ms"] == T0 + step
+    assert closed[0].total == 11.0 and closed[0].ts_ms == T0 + step
 
 
 def test_a_silent_member_stops_holding_intervals_open_after_the_lag() -> None:
@@ -85,13 +88,13 @@ def test_a_silent_member_stops_holding_intervals_open_after_the_lag() -> None:
     add(g, _member("b", 0, T0, 1.0), 2)  # b then goes silent
     assert add(g, _member("a", 1, T0 + Q, 1.0), 2) == []  # b still holds interval 0 open
     closed = add(g, _member("a", 2, T0 + 2 * Q, 1.0), 2)  # two intervals on: b no longer counts
-    assert [(c["interval_ms"], c["total"]) for c in closed] == [(T0, 2.0), (T0 + Q, 1.0)]
+    assert [(c.interval_ms, c.total) for c in closed] == [(T0, 2.0), (T0 + Q, 1.0)]
     assert "b" not in g.latest
-    assert [c["interval_ms"] for c in add(g, _member("a", 3, T0 + 3 * Q, 1.0), 2)] == [T0 + 2 * Q]
+    assert [c.interval_ms for c in add(g, _member("a", 3, T0 + 3 * Q, 1.0), 2)] == [T0 + 2 * Q]
     # b comes back: it rejoins from its next open interval on.
     assert add(g, _member("b", 1, T0 + 3 * Q, 5.0), 2) == [] and "b" in g.latest
     assert add(g, _member("b", 2, T0 + 4 * Q, 0.0), 2) == []  # a still may report interval 3
-    assert [c["total"] for c in add(g, _member("a", 4, T0 + 4 * Q, 0.0), 2)] == [6.0]
+    assert [c.total for c in add(g, _member("a", 4, T0 + 4 * Q, 0.0), 2)] == [6.0]
 
 
 def test_batches_across_a_checkpoint_forecast_exactly_like_the_offline_series() -> None:
@@ -101,28 +104,38 @@ def test_batches_across_a_checkpoint_forecast_exactly_like_the_offline_series() 
         for d in range(3):
             x = round(1 + 0.5 * d + (t % 7) * 0.3 + d * t * 0.01, 4)
             sums[t] += x
-            rec = {**_member(f"dev{d}", t, T0 + t * Q + d, x), "group": "d2"}
-            records.append((b"feeder/d2/meter", json.dumps(rec).encode()))
+            member = _member(f"dev{d}", t, T0 + t * Q + d, x, group="d2")
+            records.append((b"feeder/d2/meter", member.encode()))
     table: dict[bytes, bytes] = {}
     forecasts = []
     for lo in range(0, len(records), 25):  # uneven batches, state through the "table" in between
         out = aggregate_batch(records[lo:lo + 25], table.get, S)
         table.update(out.states)
-        forecasts += [json.loads(v) for _k, v in out.forecasts]
-    assert [f["interval_ms"] for f in forecasts] == [T0 + t * Q for t in range(39)]
-    assert [f["total"] for f in forecasts] == pytest.approx(sums[:39], abs=1e-9)
+        forecasts += [Forecast.decode(v) for _k, v in out.forecasts]
+    assert [f.interval_ms for f in forecasts] == [T0 + t * Q for t in range(39)]
+    assert [f.total for f in forecasts] == pytest.approx(sums[:39], abs=1e-9)
     offline = SeriesState(S.energy_step_s, S.energy_season_steps, model_name=S.model)
     expected = [observe(offline, v, T0 + t * Q).forecast for t, v in enumerate(sums[:39])]
-    assert [f["forecast"] for f in forecasts] == expected
-    assert forecasts[-1]["n"] == 38 and decode_group(table[b"feeder/d2/meter"]).closed_through >= 0
+    assert [f.forecast for f in forecasts] == expected
+    assert forecasts[-1].n == 38 and decode_group(table[b"feeder/d2/meter"]).closed_through >= 0
 
 
 def test_unreadable_state_raises_a_clear_error_and_the_batch_starts_the_group_afresh() -> None:
     with pytest.raises(ModelStateError, match="changelog"):
         decode_group(b"garbage")
-    rec = json.dumps(_member("a", 0, T0, 1.0)).encode()
+    rec = _member("a", 0, T0, 1.0).encode()
     out = aggregate_batch([(b"feeder/d1/meter", rec)], lambda _k: b"garbage", S)
     assert decode_group(out.states[b"feeder/d1/meter"]).last_seq == {"a": 0}
+
+
+def test_a_member_record_that_does_not_parse_is_skipped_and_counted() -> None:
+    from prometheus_client import REGISTRY
+
+    before = REGISTRY.get_sample_value("citygrid_stream_aggregate_ungrouped_total") or 0
+    good = _member("a", 0, T0, 1.0).encode()
+    out = aggregate_batch([(b"feeder/d1/meter", b"{junk"), (b"feeder/d1/meter", good)], lambda _k: None, S)
+    assert decode_group(out.states[b"feeder/d1/meter"]).last_seq == {"a": 0}
+    assert REGISTRY.get_sample_value("citygrid_stream_aggregate_ungrouped_total") == before + 1
 
 
 def test_the_ingest_takes_the_district_from_the_mqtt_topic() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 
 import pytest
 
 from citygrid.reading import Reading, sign_reading
+from citygrid.records import Alert, Forecast
 from citygrid.settings import StreamSettings
 from citygrid.signing import DeviceKey
 from citygrid.stream.anomaly import Watch
@@ -79,7 +79,8 @@ def test_a_spike_raises_an_alert_and_a_regime_change_counts_as_drift(detector: s
         out = process(state, _reading(i, v))
         if out.alert:
             alerts[i] = out.alert
-    assert 96 * 4 in alerts and alerts[96 * 4]["reason"] == "anomaly"
+    assert 96 * 4 in alerts and alerts[96 * 4].reason == "anomaly"
+    assert Alert.decode(alerts[96 * 4].encode()) == alerts[96 * 4]
     assert len(alerts) < 30  # not an alert on every reading
     assert state.watch.drifts >= 1
 
@@ -99,12 +100,12 @@ def test_a_batch_writes_each_device_once_and_skips_what_does_not_parse() -> None
     out = learn_batch([(None, e) for e in [*envs, b"junk"]], lambda _k: None, StreamSettings())
     assert set(out.states) == {KEY.device_id.encode(), other.device_id.encode()}
     assert len(out.forecasts) == 6 and out.skipped == 1
-    last = json.loads(out.forecasts[4][1])
-    assert last["based_on_seq"] == 4 and last["n"] == 4
+    last = Forecast.decode(out.forecasts[4][1])
+    assert (last.scope, last.device, last.based_on_seq, last.n) == ("device", KEY.device_id, 4, 4)
     # A second batch continues from the stored state.
     more = [sign_reading(_reading(5, 5.0), KEY).encode()]
     out2 = learn_batch([(None, e) for e in more], out.states.get, StreamSettings())
-    assert json.loads(out2.forecasts[0][1])["n"] == 5
+    assert Forecast.decode(out2.forecasts[0][1]).n == 5
 
 
 def test_live_states_are_reused_only_while_the_table_holds_their_bytes() -> None:
@@ -146,5 +147,5 @@ def test_an_unusable_saved_state_is_reset_and_learning_goes_on(stored: bytes | s
     out = learn_batch([(None, env)], lambda _k: stored, s)
     assert REGISTRY.get_sample_value("citygrid_stream_state_resets_total") == before + 1
     # A fresh state: this is the first reading it has learned from.
-    assert len(out.forecasts) == 1 and json.loads(out.forecasts[0][1])["n"] == 0
+    assert len(out.forecasts) == 1 and Forecast.decode(out.forecasts[0][1]).n == 0
     assert decode_state(out.states[KEY.device_id.encode()]).last_seq == 7

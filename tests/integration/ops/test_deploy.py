@@ -3,22 +3,20 @@ upgrade and stay on the working release."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import free_port, wait_until
 
-from citygrid.devtools.local_servers import port_open, repo_root
-from citygrid.edge.errors import DeployError
-from citygrid.ops.deploy import Device, deploy_device, release_archive
+from citygrid.devtools.local_servers import port_open
+from citygrid.ops.deploy import DeployError, Device, deploy_device, release_archive
 from citygrid.signing import DeviceKey
-
-from .conftest import free_port
 
 pytestmark = pytest.mark.timeout(180)
 SSHD = Path("/usr/sbin/sshd")
@@ -45,11 +43,12 @@ def sshd(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
     log = open(d / "log", "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd_config")], stdout=log,
                             stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while not port_open("127.0.0.1", port):
+
+    def listening() -> bool:
         assert proc.poll() is None, (d / "log").read_text()
-        assert time.monotonic() < deadline, "sshd did not start"
-        time.sleep(0.05)
+        return port_open("127.0.0.1", port)
+
+    wait_until(listening, 10, "sshd to listen", every_s=0.05)
     host_pub = (d / "host.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     yield port, d / "client", d / "known_hosts"
@@ -63,18 +62,18 @@ def test_deploy_installs_then_refuses_a_broken_upgrade(sshd, tmp_path: Path) -> 
     key.save(tmp_path / "device.key")
     root = tmp_path / "device-root"
     site = next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
-    device = Device(name="pi-test", host="127.0.0.1", port=port, user=os.environ.get("USER", "root"),
+    device = Device(name="pi-test", host="127.0.0.1", port=port, user=getpass.getuser(),
                     ssh_key=client_key, device_key=tmp_path / "device.key", root=str(root),
                     python=str(Path(sys.base_prefix) / "bin" / "python3"), deps=f"site:{site}")
-    archive = release_archive(repo_root())
+    archive = release_archive()
     env = {"CITYGRID_MQTT__HOST": "10.0.0.1", "CITYGRID_MQTT__PORT": "1883"}
 
     release = deploy_device(device, archive, env, known_hosts)
     assert (root / "current").resolve() == root / "releases" / release
     check = subprocess.run([str(root / "current/venv/bin/python"), "-m", "citygrid", "edge", "check",
                             "--key", str(root / "config/device.key")], capture_output=True, text=True,
-                           env={"PATH": os.environ["PATH"],
-                                "CITYGRID_EDGE__MODELS_DIR": str(root / "state/models")})
+                           # Nothing of this process's environment: the release must run on its own.
+                           env={"PATH": os.defpath, "CITYGRID_PATHS__MODELS_DIR": str(root / "state/models")})
     assert check.returncode == 0, check.stderr
     assert key.device_id in check.stdout
     assert str(root / "releases" / release / "src" / "citygrid") in check.stdout.replace("\n", "")

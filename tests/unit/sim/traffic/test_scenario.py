@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from citygrid.devtools.local_servers import repo_root
+from citygrid.settings import CitygridSettings
 from citygrid.sim.traffic.loops import SumoLoopReplay
 from citygrid.sim.traffic.scenario import Scenario, detector_counts
 
-CACHE = repo_root() / ".cache" / "sumo"
+CACHE = CitygridSettings().paths.cache_dir / "sumo"  # shared with the closed loop and the evaluation
 
 
 def test_counts_per_detector_and_interval_with_a_morning_peak() -> None:

@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import libsumo as sim
 import pytest
+from support import wait_until
 
-from citygrid.edge.traffic.intersection import (
-    ADVISED_PROGRAM,
-    IntersectionAgent,
-    SignalController,
-    safe_greens,
-)
+from citygrid.edge.traffic.controller import ADVISED_PROGRAM, SignalController, safe_greens
+from citygrid.edge.traffic.intersection import IntersectionAgent
 from citygrid.mqtt import Publisher
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
@@ -29,7 +25,6 @@ from citygrid.stream.kafka_topics import read_topic
 from citygrid.stream.traffic.advisor import TrafficAdvisor
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
-CACHE = Path(__file__).resolve().parents[3] / ".cache" / "sumo"
 
 
 class Running:
@@ -46,16 +41,8 @@ class Running:
         assert not self.thread.is_alive(), "a loop component did not stop"
 
 
-def _wait(check, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_advice_reaches_the_lights_and_they_fall_back_when_it_stops(live: CitygridSettings, tmp_path) -> None:
-    files = prepare(CACHE, Scenario(seed=1, interval_s=live.traffic.interval_s))
+    files = prepare(live.paths.cache_dir / "sumo", Scenario(seed=1, interval_s=live.traffic.interval_s))
     step = live.traffic.interval_s
     sim.start(sumo_command(files, "citygrid", 1, 3600, tmp_path / "tripinfo.xml"))
     agents: list[IntersectionAgent] = []
@@ -81,14 +68,14 @@ def test_advice_reaches_the_lights_and_they_fall_back_when_it_stops(live: Citygr
             before = [a.received for a in agents]
             for a in agents:
                 a.tick(int(time.time() * 1000))
-            _wait(lambda b=before: all(a.received > n for a, n in zip(agents, b, strict=True)), 20,
-                  "advice for every intersection")
+            wait_until(lambda b=before: all(a.received > n for a, n in zip(agents, b, strict=True)), 20,
+                       "advice for every intersection", every_s=0.05)
         sim.simulationStep(float(t + 1))
         before = [a.received for a in agents]
         for a in agents:
             a.tick(int(time.time() * 1000))  # applies the last interval's advice
-        _wait(lambda: all(a.received > n for a, n in zip(agents, before, strict=True)), 20,
-              "the advice of the last reading")
+        wait_until(lambda: all(a.received > n for a, n in zip(agents, before, strict=True)), 20,
+                   "the advice of the last reading", every_s=0.05)
         for a in agents:
             tls = a.controller.tls
             assert sim.trafficlight.getProgram(tls) == ADVISED_PROGRAM, f"{tls} does not run the advice"

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from citygrid.stream.market import Mechanism, Order, Side, clear
+from citygrid.market import Mechanism, Order, Side
+from citygrid.stream.market import clear
 from citygrid.stream.market.book import IntervalBooks, order_from_forecast
 from citygrid.stream.market.reference import reference_clear
 

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer
+from support import wait_until
 
 from citygrid.devtools.processes import spawn, stop
+from citygrid.market import Mechanism, Order, Side, Trade
+from citygrid.records import Forecast
 from citygrid.settings import CitygridSettings
 from citygrid.stream.kafka_topics import ensure_topics, read_topic
-from citygrid.stream.market import Mechanism, Order, Side, Trade, clear
+from citygrid.stream.market import clear
 from citygrid.stream.market.participants import ForecastPositions, ParticipantsConfig
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(150)]
@@ -33,15 +36,6 @@ def _settings(live: CitygridSettings, tmp: Path) -> CitygridSettings:
         "interval_s": INTERVAL_S, "gate_s": 1.0, "tick_s": 0.3, "participants_file": path})})
 
 
-def _wait(check, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
 def _group_stable(s: CitygridSettings) -> bool:
     admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap)
     try:
@@ -58,16 +52,16 @@ def _direct_orders(start: int) -> list[Order]:
                   interval_start_ms=start) for p, side, wh, lim in rows]
 
 
-def _forecasts(start: int) -> list[dict]:
+def _forecasts(start: int) -> list[Forecast]:
     # kW held over a 4 s interval is kW * 1.11 Wh: large values so each participant's order has some Wh.
     rows = [("meter-h1", "meter", 900.0), ("pv-h1", "pv", 400.0), ("meter-h2", "meter", 1500.0),
             ("pv-school", "pv", 2000.0), ("meter-h2", "meter", 1100.0),  # a revised forecast
             ("pv-h1", "pv", 1300.0)]  # house1 flips from bid to offer
-    return [{"device": d, "kind": k, "value": "p_kw", "ts_ms": start + 500, "forecast": kw, "based_on_seq": i}
-            for i, (d, k, kw) in enumerate(rows)]
+    return [Forecast(scope="device", device=d, kind=k, value="p_kw", ts_ms=start + 500, forecast=kw, n=i,
+                     based_on_seq=i) for i, (d, k, kw) in enumerate(rows)]
 
 
-def _expected(s: CitygridSettings, start: int, orders: list[Order], forecasts: list[dict]) -> list[Trade]:
+def _expected(s: CitygridSettings, start: int, orders: list[Order], forecasts: list[Forecast]) -> list[Trade]:
     positions = ForecastPositions(ParticipantsConfig.model_validate(PARTICIPANTS), INTERVAL_S)
     latest: dict[str, Order | None] = {}
     for f in forecasts:
@@ -84,7 +78,7 @@ def test_orders_and_forecasts_clear_into_the_auctions_trades(live: CitygridSetti
     worker = spawn(["stream", "worker"], s.as_env(), tmp_path / "worker.log")
     producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
     try:
-        _wait(lambda: _group_stable(s), 90, "the stream worker to join its consumer group")
+        wait_until(lambda: _group_stable(s), 90, "the stream worker to join its consumer group", every_s=0.3)
         interval_ms = INTERVAL_S * 1000
         now = int(time.time() * 1000)
         start = now - now % interval_ms + 2 * interval_ms  # leaves the worker ≥ 4 s to read the orders
@@ -93,7 +87,9 @@ def test_orders_and_forecasts_clear_into_the_auctions_trades(live: CitygridSetti
             producer.send(s.kafka.orders_topic, key=o.participant.encode(),
                           value=o.model_dump_json().encode())
         for f in forecasts:  # keyed by device, as the learner writes them, so each device's stay in order
-            producer.send(s.kafka.forecasts_topic, key=f["device"].encode(), value=json.dumps(f).encode())
+            producer.send(s.kafka.forecasts_topic, key=f.device.encode(), value=f.encode())
+        # Records on the shared topic that are no participant's forecast are skipped, never fatal.
+        producer.send(s.kafka.forecasts_topic, key=b"junk", value=b"{not a forecast")
         # A late order for an interval whose gate has closed must not trade.
         stale = Order(order_id="stale", participant="late", side=Side.OFFER, wh=5_000, limit=0,
                       interval_start_ms=now - now % interval_ms - 3 * interval_ms)
@@ -105,7 +101,7 @@ def test_orders_and_forecasts_clear_into_the_auctions_trades(live: CitygridSetti
         def got() -> list[Trade]:
             return [Trade.model_validate_json(r.value) for r in read_topic(s.kafka, s.kafka.trades_topic, 5)]
 
-        _wait(lambda: len(got()) >= len(expected), 40, "the interval's trades")
+        wait_until(lambda: len(got()) >= len(expected), 40, "the interval's trades", every_s=0.3)
         time.sleep(2 * INTERVAL_S)  # later ticks must not add to or repeat the interval
         trades = got()
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]

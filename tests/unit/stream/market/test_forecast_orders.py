@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from citygrid.stream.market import Side
+from citygrid.market import Side
+from citygrid.records import Forecast, RecordRejected
 from citygrid.stream.market.book import IntervalBooks
 from citygrid.stream.market.errors import ParticipantsConfigError
 from citygrid.stream.market.participants import ForecastPositions, ParticipantsConfig, load_participants
@@ -21,8 +22,8 @@ CONFIG = {"participants": {
 }}
 
 
-def _fc(device: str, kind: str, kw: float | None, ts_ms: int = T0 + 60_000) -> dict:
-    return {"device": device, "kind": kind, "value": "p_kw", "ts_ms": ts_ms, "forecast": kw}
+def _fc(device: str, kind: str, kw: float, ts_ms: int = T0 + 60_000, value: str = "p_kw") -> Forecast:
+    return Forecast(scope="device", device=device, kind=kind, value=value, ts_ms=ts_ms, forecast=kw, n=1)
 
 
 def _positions() -> ForecastPositions:
@@ -52,8 +53,14 @@ def test_negative_model_output_counts_as_zero_and_foreign_devices_are_ignored() 
     _, _, order = pos.update(_fc("pv-a", "pv", -0.3))
     assert order is None
     assert pos.update(_fc("someone-else", "meter", 3.0)) is None
-    assert pos.update(_fc("meter-b", "meter", None)) is None
-    assert pos.update({**_fc("meter-b", "traffic", 3.0), "value": "vehicles"}) is None
+    assert pos.update(_fc("meter-b", "traffic", 3.0, value="vehicles")) is None
+    # A feeder's forecast is no participant's, even in a district named like one of its devices.
+    feeder = Forecast(scope="feeder", group="meter-b", kind="meter", value="p_kw", ts_ms=T0, forecast=3.0,
+                      n=1)
+    assert pos.update(feeder) is None
+    # A record without a forecast value is not a forecast at all: refused when decoded.
+    with pytest.raises(RecordRejected):
+        Forecast.decode(json.dumps({**_fc("meter-b", "meter", 1.0).model_dump(), "forecast": None}).encode())
 
 
 def test_a_flipped_position_replaces_the_other_side_in_the_book() -> None:
