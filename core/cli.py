@@ -31,6 +31,7 @@ GROUPS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
                 [("citygrid.stream.traffic.cli", "app", "stream"), ("citygrid.sim.cli", "traffic", "sim")]),
     "ledger": ("Ledger: anchoring, proofs, settlement.", [("citygrid.ledger.cli", "app", "ledger")]),
     "dashboards": ("Grafana dashboards as code.", [("citygrid.dashboards.cli", "app", "ops")]),
+    "kafka": ("Kafka principals and ACLs.", [("citygrid.ops.kafka_cli", "app", "ledger")]),
 }
 
 

@@ -45,5 +45,21 @@ class OutOfRange(ReadingRejected, reason="out_of_range"):
     """A value or timestamp lies outside what a real sensor can report."""
 
 
+class DeviceRevoked(ReadingRejected, reason="revoked"):
+    """The device's enrolment was revoked: its new readings are refused (its old ones still verify)."""
+
+
+class TopicMismatch(ReadingRejected, reason="topic_mismatch"):
+    """The reading's topic or kind differs from what the device was enrolled as."""
+
+
 class ConfigError(CitygridError, reason="config"):
     """Configuration or key material is missing or unusable."""
+
+
+class NonCanonical(ReadingRejected, reason="non_canonical"):
+    """The bytes parse, but are not the one canonical encoding: their signature or proof would not hold."""
+
+
+class PayloadTooLarge(ReadingRejected, reason="too_large"):
+    """The message is larger than any valid reading can be; kept truncated, with its hash and length."""

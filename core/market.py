@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Every integer on the wire fits a signed 64-bit field (SQLite, Kafka tooling, the chain's u64/u128):
+# a record claiming more is refused at parse, never passed on to fail (or wrap) further down.
+MAX_INT64 = 2**63 - 1
+Int64 = Annotated[int, Field(ge=0, le=MAX_INT64)]
+Name = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class Side(StrEnum):
@@ -32,12 +39,13 @@ class Order(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    order_id: str
-    participant: str
+    order_id: Name
+    participant: Name
     side: Side
-    wh: int = Field(gt=0)
-    limit: int = Field(ge=0, description="planck per Wh: max a buyer pays / min a seller accepts")
-    interval_start_ms: int = 0
+    wh: int = Field(gt=0, le=MAX_INT64)
+    limit: int = Field(ge=0, le=MAX_INT64,
+                       description="planck per Wh: max a buyer pays / min a seller accepts")
+    interval_start_ms: Int64 = 0
 
 
 class Trade(BaseModel):
@@ -45,15 +53,21 @@ class Trade(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    trade_id: str
-    interval_start_ms: int
-    buyer: str
-    seller: str
-    bid_id: str
-    offer_id: str
-    wh: int
-    price: int = Field(description="planck per Wh the buyer pays, grid fee included")
-    grid_fee: int = Field(description="planck per Wh of the price that goes to the grid operator")
+    trade_id: Name
+    interval_start_ms: Int64
+    buyer: Name
+    seller: Name
+    bid_id: Name
+    offer_id: Name
+    wh: int = Field(gt=0, le=MAX_INT64)
+    price: Int64 = Field(description="planck per Wh the buyer pays, grid fee included")
+    grid_fee: Int64 = Field(description="planck per Wh of the price that goes to the grid operator")
+
+    @model_validator(mode="after")
+    def _fee_within_price(self) -> Trade:
+        if self.grid_fee > self.price:
+            raise ValueError(f"grid fee {self.grid_fee} exceeds the price {self.price}: the seller would pay")
+        return self
 
     @property
     def buyer_pays(self) -> int:

@@ -3,19 +3,21 @@ of signed readings and commands at QoS 1.
 
 `publish` returns only once the broker has acknowledged, which is the moment
 a reading may be forgotten by the device. Every client citygrid opens (devices,
-the ingest, the traffic advisor) is made by `mqtt_client`, so credentials and
+the ingest, the traffic advisor) is made by `mqtt_client`, so TLS, credentials and
 session settings are set in one place.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import structlog
 
-from citygrid.errors import CitygridError
+from citygrid.errors import CitygridError, ConfigError
 from citygrid.settings import MqttSettings
 
 log = structlog.get_logger(__name__)
@@ -27,16 +29,27 @@ class PublishError(CitygridError):
 
 def mqtt_client(s: MqttSettings, client_id: str, manual_ack: bool = False,
                 clean_session: bool = False) -> mqtt.Client:
-    """A client under `client_id` with the configured credentials; by default with a persistent
-    session, so the broker keeps what it owes this client while it is away (an observer that must
-    leave nothing behind asks for a clean one)."""
+    """A TLS client with the configured identity; by default with a persistent session, so the broker
+    keeps what it owes this client while it is away (an observer that must leave nothing behind asks
+    for a clean one). An identity bound to one client id (`s.client_id`) always connects under it."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+        mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id or client_id, clean_session=clean_session,
         protocol=mqtt.MQTTv311, manual_ack=manual_ack,
     )
+    client.tls_set_context(tls_context(s))
     if s.username:
         client.username_pw_set(s.username, s.password)
     return client
+
+
+def tls_context(s: MqttSettings) -> ssl.SSLContext:
+    """TLS 1.2+ trusting only the configured CA, with the broker's host name checked."""
+    if s.ca_file is None or not Path(s.ca_file).exists():
+        raise ConfigError(f"MQTT CA certificate {s.ca_file} not found; set CITYGRID_MQTT__CA_FILE "
+                          "(the local platform makes its own with `citygrid servers up`)")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(s.ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
 
 
 class Publisher:
@@ -50,6 +63,8 @@ class Publisher:
         # Come back quickly after an outage: the outbox is waiting.
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._connected = threading.Event()
+        self._answered = threading.Event()  # the broker accepted or refused the last attempt
+        self.refused: str | None = None
         self.subscriptions: list[str] = []
         self.on_ack: Callable[[int], None] | None = None
         self.on_connected: Callable[[], None] | None = None
@@ -60,10 +75,14 @@ class Publisher:
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.warning("mqtt_connect_refused", reason=str(reason_code))
+            self.refused = str(reason_code)
+            self._answered.set()
             return
+        self.refused = None
         for topic in self.subscriptions:
             client.subscribe(topic, qos=1)
         self._connected.set()
+        self._answered.set()
         if self.on_connected is not None:
             self.on_connected()
 
@@ -90,13 +109,15 @@ class Publisher:
         """Connect and start the network loop; raise PublishError if the broker is away."""
         try:
             self.client.connect(self.settings.host, self.settings.port, keepalive=30)
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError (an untrusted or mismatched certificate) included
             raise PublishError(
                 f"cannot reach MQTT broker {self.settings.host}:{self.settings.port}: {exc}"
             ) from exc
         self.client.loop_start()
-        if not self._connected.wait(timeout_s):
-            raise PublishError("MQTT broker did not accept the connection")
+        self._answered.wait(timeout_s)
+        if not self._connected.is_set():
+            self.close()
+            raise PublishError(f"MQTT broker did not accept the connection: {self.refused or 'no answer'}")
 
     def start(self) -> None:
         """Connect in the background and keep reconnecting: for an agent that must start (and

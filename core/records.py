@@ -8,6 +8,7 @@ so consumers never guess from which keys happen to be present.
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from citygrid.errors import CitygridError
 
 MAX_RECORD_BYTES = 64 * 1024
+# Every integer on the wire fits a signed 64-bit field; more is refused at parse.
+MAX_INT64 = 2**63 - 1
 
 
 class RecordRejected(CitygridError, reason="malformed"):
@@ -47,17 +50,17 @@ class Forecast(_Record):
     group: str | None = Field(default=None, max_length=128)  # the district, for feeder/intersection
     kind: str = Field(max_length=32)
     value: str = Field(max_length=128)  # the value name forecast (p_kw, vehicles, …)
-    ts_ms: int = Field(ge=0)  # the time the forecast is for
+    ts_ms: int = Field(ge=0, le=MAX_INT64)  # the time the forecast is for
     forecast: float
-    n: int = Field(ge=0)  # values learned so far
+    n: int = Field(ge=0, le=MAX_INT64)  # values learned so far
     mae: float | None = None
     mae_persistence: float | None = None
     mae_seasonal_naive: float | None = None
-    based_on_seq: int | None = None  # device: the reading the forecast follows
-    drifts: int | None = None  # device: concept drifts detected so far
-    interval_ms: int | None = None  # group: start of the interval just closed
+    based_on_seq: int | None = Field(default=None, ge=0, le=MAX_INT64)  # device: the reading it follows
+    drifts: int | None = Field(default=None, ge=0, le=MAX_INT64)  # device: concept drifts so far
+    interval_ms: int | None = Field(default=None, ge=0, le=MAX_INT64)  # group: start of the interval closed
     total: float | None = None  # group: that interval's value
-    members: int | None = None  # group: devices that reported in it
+    members: int | None = Field(default=None, ge=0, le=MAX_INT64)  # group: devices that reported in it
 
 
 class Alert(_Record):
@@ -65,8 +68,8 @@ class Alert(_Record):
 
     device: str = Field(max_length=64)
     kind: str = Field(max_length=32)
-    seq: int = Field(ge=0)
-    ts_ms: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_INT64)
+    ts_ms: int = Field(ge=0, le=MAX_INT64)
     value: float
     score: float
     reason: str = "anomaly"
@@ -78,11 +81,11 @@ class DeviceStats(_Record):
 
     device: str = Field(max_length=64)
     kind: str = Field(max_length=32)
-    count: int = Field(ge=0)
+    count: int = Field(ge=0, le=MAX_INT64)
     mean: dict[str, float]
     last: dict[str, float]
-    last_ts_ms: int
-    last_seq: int
+    last_ts_ms: int = Field(ge=0, le=MAX_INT64)
+    last_seq: int = Field(ge=0, le=MAX_INT64)
 
 
 class DeadLetter(_Record):
@@ -92,14 +95,22 @@ class DeadLetter(_Record):
     reason: str = Field(max_length=64)
     error: str = Field(max_length=2000)
     source: str = Field(max_length=512)  # the MQTT topic or Kafka topic it came from
-    received_ms: int
+    received_ms: int = Field(ge=0, le=MAX_INT64)
     payload_b64: str
+    # Set when only the first bytes are kept (an oversized message): the whole one's length and hash.
+    payload_len: int | None = Field(default=None, ge=0, le=MAX_INT64)
+    payload_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     @classmethod
-    def of(cls, payload: bytes, source: str, reason: str, error: str, now_ms: int) -> DeadLetter:
-        """The dead letter for `payload`, refused for `reason`."""
+    def of(cls, payload: bytes, source: str, reason: str, error: str, now_ms: int,
+           keep: int | None = None) -> DeadLetter:
+        """The dead letter for `payload`, refused for `reason`; with `keep`, only its first `keep` bytes
+        plus the whole payload's length and SHA-256."""
+        cut = keep is not None and len(payload) > keep
         return cls(reason=reason, error=error[:2000], source=source[:512], received_ms=now_ms,
-                   payload_b64=base64.b64encode(payload).decode())
+                   payload_b64=base64.b64encode(payload[:keep] if cut else payload).decode(),
+                   payload_len=len(payload) if cut else None,
+                   payload_sha256=hashlib.sha256(payload).hexdigest() if cut else None)
 
     def payload(self) -> bytes:
         """The refused bytes."""

@@ -71,16 +71,32 @@ class PathSettings(_Section):
 
 
 class MqttSettings(_Section):
-    """Where the MQTT broker is and how readings are addressed on it."""
+    """Where the MQTT broker is, who this process is on it, and how readings are addressed.
+
+    Every connection is TLS, checked against `ca_file` with the host name verified; the broker knows
+    each device and service by its own username and password (Mosquitto's dynamic-security plugin)
+    and binds each identity to one client id (`client_id`), so nobody can take another's session.
+    """
 
     host: str = "127.0.0.1"
     port: int = 18830
+    ca_file: Path | None = None  # the CA that signed the broker's certificate; <data_dir>/pki/ca.crt
     username: str | None = None
-    password: str | None = None
+    password: str | None = Field(default=None, repr=False)
+    # The client id this identity is bound to on the broker; when set it is the only one used.
+    client_id: str | None = None
+    # The broker administrator's credentials (JSON file, 0600) for `citygrid edge enroll / revoke`
+    # and the local platform's tooling only; never given to a device or a service.
+    # Default <data_dir>/pki/mqtt-admin.json.
+    admin_file: Path | None = None
     readings_topic: str = "citygrid/readings"
     commands_topic: str = "citygrid/commands"
     ingest_client_id: str = "citygrid-ingest"
     qos: int = Field(default=1, ge=0, le=2)
+    # Broker limits (the local broker's config and the Helm chart): the largest message (a model
+    # update is the largest legitimate one) and what the broker queues per offline client.
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_queued_messages: int = Field(default=2_000_000, ge=100)
 
 
 class KafkaSettings(_Section):
@@ -97,14 +113,24 @@ class KafkaSettings(_Section):
     partitions: int = Field(default=4, ge=1)
     stream_app_id: str = "citygrid-stream"
     anchor_group: str = "citygrid-anchorer"
+    # How this process authenticates: SASL/SCRAM over TLS as its own principal (one per service,
+    # each with ACLs for its own topics only). PLAINTEXT exists for a broker outside citygrid's
+    # control during migration; the local platform and the chart never use it.
+    security_protocol: Literal["SASL_SSL", "PLAINTEXT"] = "SASL_SSL"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    username: str = ""
+    password: str = Field(default="", repr=False)
+    ca_file: Path | None = None  # the CA that signed the brokers' certificates (default: system CAs)
 
 
 class ChainSettings(_Section):
     """The Substrate node to anchor on, and the signer's secret URI.
 
-    The default signer is the well-known development account //Alice, which
-    only exists on dev chains; production sets CITYGRID_CHAIN__SIGNER_URI from
-    a secret store.
+    The anchorer and the settler sign with their own key: the keystore file's "anchorer" or
+    "settler" entry if it holds one, else this URI (CITYGRID_CHAIN__SIGNER_URI, from a Kubernetes
+    Secret). The default //Alice is a well-known development key: a process refuses to start with a
+    development key unless the node says it is a development chain (system_chainType "Development"
+    or "Local"; see citygrid.ledger.signer).
     """
 
     url: str = "ws://127.0.0.1:8011"
@@ -137,21 +163,25 @@ class MarketSettings(_Section):
 
 
 class SettlementSettings(_Section):
-    """Settling cleared trades on chain: where participants' keys live, which asset pays.
+    """Settling cleared trades on chain: who may be paid, which asset pays, how much may be approved.
 
-    Every buyer approves the settler an allowance of the payment asset (assets.approve_transfer),
-    so one batch_all per interval moves every buyer's payment atomically. The settler signs with
-    the chain signer (CITYGRID_CHAIN__SIGNER_URI) unless the keystore holds a "settler" entry;
-    secrets never come from the repository.
+    Every buyer approves the settler a bounded allowance of the payment asset with its own key
+    (assets.approve_transfer), so one batch_all per interval moves every buyer's payment atomically.
+    The settler holds no participant's key: it signs with its own (the keystore's "settler" entry, else
+    CITYGRID_CHAIN__SIGNER_URI); secrets never come from the repository.
     """
 
-    grid_operator: str = ""
-    asset_id: int = 4242  # the Asset Hub asset trades are paid in
-    allowance: int = 10**18  # what `citygrid ledger authorize` lets the settler spend per buyer
+    grid_operator: str = ""  # the enrolled participant (name) grid fees are paid to; empty: "grid"
+    asset_id: int = Field(default=4242, ge=0, le=2**32 - 1)  # the Asset Hub asset trades are paid in
+    # The most one participant may approve the settler to spend (`citygrid ledger authorize`), in the
+    # asset's smallest unit: the operator's cap on what a settler key could ever move from one account
+    # (a day of a household's purchases: 100 units of a 10-decimal asset).
+    allowance_cap: int = Field(default=100 * 10**10, gt=0, le=2**63 - 1)
+    # Enrolled participants, JSON {name: SS58 address}: the settler pays only between these addresses
+    # (a trade naming anyone else is dead-lettered). Unset: <data_dir>/participants.json.
+    participants_file: Path | None = None
     group: str = "citygrid-settler"
     max_trades_per_extrinsic: int = 500  # ≈546 fit a block by weight (benchmarks.ledger_settle)
-    # Participants' secret URIs by name (JSON), for keys kept in a Secret rather than the keystore file.
-    participant_keys: dict[str, str] = Field(default_factory=dict, repr=False)
     # Test hook: the settler kills itself at this step ("after_submit", …) to prove crash safety.
     crash_at: Literal["", "prepared", "signed", "submitted", "included", "settled"] = ""
 
@@ -201,10 +231,20 @@ class StreamSettings(_Section):
     batch_max: int = 500  # readings a worker learns per table checkpoint
     batch_within_s: float = 0.2
     ingest_replay_tail: int = 200_000  # records per readings partition re-read at ingest start
+    # A larger MQTT message is no reading: dead-lettered truncated (with its SHA-256 and length).
+    ingest_max_payload_bytes: int = Field(default=16 * 1024, ge=1024)
+    # Dead letters written per second per source (MQTT topic), with this burst; beyond, rejections are
+    # counted and acknowledged but not written, so a flood cannot fill Kafka.
+    dead_letter_rate_per_s: float = Field(default=5.0, gt=0)
+    dead_letter_burst: int = Field(default=50, ge=1)
     # Live feeder (energy) and intersection (traffic) forecasts: one group per district and kind.
     aggregate_energy_kinds: Annotated[list[str], NoDecode] = ["meter", "pv"]  # kinds summed per feeder
     # An interval closes once every member reported a later one, or this many intervals passed.
     aggregate_max_lag_steps: int = 8
+    # The secret that authenticates the workers' table state (HMAC-SHA256, checked before anything is
+    # unpickled); only the workers hold it (CITYGRID_STREAM__STATE_KEY, from a Secret). A worker refuses
+    # to start without one.
+    state_key: str | None = Field(default=None, min_length=32, repr=False)
 
     @field_validator("traffic_kinds", "aggregate_energy_kinds", mode="before")
     @classmethod
@@ -213,7 +253,11 @@ class StreamSettings(_Section):
 
 
 class EdgeSettings(_Section):
-    """The edge agent: its outbox's disk budget, its models and whom it trusts for model updates.
+    """The edge agent: its outbox's disk budget, its models and whom it trusts for commands.
+
+    Every command a device acts on (signal advice, a model update) is signed by the one command
+    authority key whose public half the device gets from its deployment (`command_public_key`; it
+    replaces the former operator_public_key: one key, one rotation); see citygrid.commands.
 
     Outbox policy when full: "drop_oldest" deletes the oldest unsent readings (counted in
     citygrid_edge_outbox_dropped_total) so a device that is offline for days keeps its most
@@ -226,8 +270,14 @@ class EdgeSettings(_Section):
     outbox_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     max_inflight: int = 1000
     model_updates_topic: str = "citygrid/models"
-    # Hex ed25519 public key of the operator who signs model updates; empty refuses all updates.
-    operator_public_key: str = ""
+    # Hex ed25519 public key of the command authority (advisor, model publisher); empty refuses every
+    # command, so an unconfigured device only ever runs its own plan and its installed model.
+    command_public_key: str = Field(default="", pattern=r"^([0-9a-f]{64})?$")
+    # Size limits checked on the payload's length before anything is parsed or kept.
+    max_command_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_model_update_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # How far a command's issue time may lie in the device's future (clock skew).
+    command_max_skew_s: int = Field(default=300, ge=0)
     intra_op_threads: int = 1
 
 
@@ -245,7 +295,11 @@ class TrafficSettings(_Section):
     max_cycle_s: float = 120.0
     saturation_veh_h: float = 1800.0  # per lane, the textbook value for a through lane
     lost_s_per_phase: float = 4.0  # start-up loss plus the yellow not used
-    fallback_after: int = 3  # intervals without advice before an intersection runs its own plan
+    fallback_after: int = 3  # intervals without valid fresh advice before an intersection runs its own plan
+    advice_ttl_s: int = Field(default=180, ge=1)  # an advice expires this long after it was signed
+    # The command authority's ed25519 key (hex seed file, 0600) the advisor signs advice with; the
+    # advisor refuses to start without it. Devices trust its public half (edge.command_public_key).
+    command_key_file: Path | None = None
     # Advised greens as ceilings that the intersection's own loops may end early (gap-out), or as fixed.
     local_actuation: bool = True
     district: str = "traffic"
@@ -282,6 +336,15 @@ class CitygridSettings(BaseSettings):
     # The local platform only.
     prometheus: PrometheusSettings = PrometheusSettings()
     local: LocalSettings = LocalSettings()
+
+    @model_validator(mode="after")
+    def _mqtt_files(self) -> CitygridSettings:
+        # The local platform's CA and broker admin live beside its other state unless set.
+        pki = self.paths.data_dir / "pki"
+        files = {name: pki / file if getattr(self.mqtt, name) is None else getattr(self.mqtt, name).absolute()
+                 for name, file in (("ca_file", "ca.crt"), ("admin_file", "mqtt-admin.json"))}
+        object.__setattr__(self, "mqtt", self.mqtt.model_copy(update=files))
+        return self
 
     @model_validator(mode="after")
     def _no_unknown_variables(self) -> CitygridSettings:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nacl.exceptions import BadSignatureError
@@ -76,18 +76,59 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> Non
         raise BadSignature("signature does not match the device's registered key") from exc
 
 
-class DeviceRegistry:
-    """Known devices and their public keys: the ingest's trust anchor.
+@dataclass(frozen=True)
+class Enrolment:
+    """What the operator enrolled a device as: its key, kind, district and owner, and whether (since
+    when) it is revoked. A revoked device keeps its key, so readings anchored before still verify."""
 
-    Stored as JSON {device_id: public_key_hex}; an entry whose id does not
-    derive from its key is refused at load, so a tampered file is noticed.
+    public_key: bytes
+    kind: str | None = None  # None: an entry from before enrolment (key only)
+    district: str | None = None
+    owner: str | None = None
+    revoked_at_ms: int | None = None
+
+    @property
+    def revoked(self) -> bool:
+        """Whether the device's new readings must be refused."""
+        return self.revoked_at_ms is not None
+
+    def to_json(self) -> dict[str, object]:
+        """The registry file's entry."""
+        return {"key": self.public_key.hex(), "kind": self.kind, "district": self.district,
+                "owner": self.owner, "revoked_at_ms": self.revoked_at_ms}
+
+    @classmethod
+    def from_json(cls, raw: object) -> Enrolment:
+        """An entry of either format: the old bare hex key, or the enrolment object."""
+        try:
+            if isinstance(raw, str):
+                return cls(bytes.fromhex(raw))
+            if not isinstance(raw, dict):
+                raise TypeError(f"entry is a {type(raw).__name__}")
+            revoked = raw.get("revoked_at_ms")
+            if revoked is not None and (isinstance(revoked, bool) or not isinstance(revoked, int)):
+                raise TypeError("revoked_at_ms is not an integer")
+            fields = {n: raw.get(n) for n in ("kind", "district", "owner")}
+            if not all(v is None or isinstance(v, str) for v in fields.values()):
+                raise TypeError("kind, district and owner must be strings")
+            return cls(bytes.fromhex(raw["key"]), **fields, revoked_at_ms=revoked)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"unreadable registry entry: {exc}") from exc
+
+
+class DeviceRegistry:
+    """Known devices, their public keys and enrolments: the ingest's trust anchor.
+
+    Stored as JSON {device_id: {key, kind, district, owner, revoked_at_ms}} (the older
+    {device_id: public_key_hex} is still read); an entry whose id does not derive from its key is
+    refused at load, so a tampered file is noticed. Revoking keeps the key.
     """
 
     def __init__(self, keys: dict[str, bytes] | None = None) -> None:
-        self._keys: dict[str, bytes] = {}
+        self._entries: dict[str, Enrolment] = {}
         for device_id, public_key in (keys or {}).items():
             self._check(device_id, public_key)
-            self._keys[device_id] = public_key
+            self._entries[device_id] = Enrolment(public_key)
 
     @staticmethod
     def _check(device_id: str, public_key: bytes) -> None:
@@ -98,30 +139,51 @@ class DeviceRegistry:
     def load(cls, path: Path) -> DeviceRegistry:
         """Read the registry file; a missing file is an empty registry."""
         path = Path(path)
+        registry = cls()
         if not path.exists():
-            return cls()
+            return registry
         raw = json.loads(path.read_text())
-        return cls({k: bytes.fromhex(v) for k, v in raw.items()})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"device registry {path} is not a JSON object")
+        for device_id, entry in raw.items():
+            enrolment = Enrolment.from_json(entry)
+            cls._check(device_id, enrolment.public_key)
+            registry._entries[device_id] = enrolment
+        return registry
 
     def save(self, path: Path) -> None:
         """Write the registry atomically."""
-        atomic_write(Path(path), json.dumps({k: v.hex() for k, v in sorted(self._keys.items())}, indent=1))
+        atomic_write(Path(path), json.dumps(
+            {k: v.to_json() for k, v in sorted(self._entries.items())}, indent=1))
 
-    def add(self, public_key: bytes) -> str:
-        """Register a public key and return its device id."""
+    def add(self, public_key: bytes, kind: str | None = None, district: str | None = None,
+            owner: str | None = None) -> str:
+        """Register (or re-enrol, which lifts a revocation) a public key; return its device id."""
         device_id = device_id_for(public_key)
-        self._keys[device_id] = public_key
+        self._entries[device_id] = Enrolment(public_key, kind, district, owner)
         return device_id
 
-    def public_key(self, device_id: str) -> bytes:
-        """The key of a registered device, or UnknownDevice."""
+    def revoke(self, device_id: str, at_ms: int) -> Enrolment:
+        """Mark a device revoked from `at_ms` on, keeping its key; an earlier revocation stands."""
+        entry = self.enrolment(device_id)
+        if not entry.revoked:
+            entry = replace(entry, revoked_at_ms=at_ms)
+            self._entries[device_id] = entry
+        return entry
+
+    def enrolment(self, device_id: str) -> Enrolment:
+        """The enrolment of a registered device (revoked ones included), or UnknownDevice."""
         try:
-            return self._keys[device_id]
+            return self._entries[device_id]
         except KeyError:
             raise UnknownDevice(f"device {device_id} is not registered") from None
 
+    def public_key(self, device_id: str) -> bytes:
+        """The key of a registered device (revoked ones included), or UnknownDevice."""
+        return self.enrolment(device_id).public_key
+
     def __contains__(self, device_id: object) -> bool:
-        return device_id in self._keys
+        return device_id in self._entries
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._entries)

@@ -58,7 +58,24 @@ def advisor_group(k: KafkaSettings) -> str:
     return f"{k.stream_app_id}-traffic-advisor"
 
 
+def dead_letters_topic(source_topic: str, consumer: str) -> str:
+    """Where `consumer` puts the records of `source_topic` it cannot process: one topic per consumer
+    (`trades.settler.dead`, `readings.anchorer.dead`), so each can be granted to its one writer."""
+    return f"{source_topic}.{consumer}.dead"
+
+
+def worker_output_topics(s: CitygridSettings) -> list[str]:
+    """The topics a stream worker writes: what it creates at start (its principal may create only these)."""
+    k = s.kafka
+    dead = [dead_letters_topic(t, "worker") for t in
+            (k.readings_topic, aggregate_members_topic(k), k.orders_topic, k.forecasts_topic)]
+    return [k.stats_topic, k.forecasts_topic, k.alerts_topic, k.trades_topic, *dead]
+
+
 def stream_output_topics(s: CitygridSettings) -> list[str]:
     """The Kafka topics the ingest and the stream workers write (created at start if missing)."""
     k = s.kafka
-    return [k.readings_topic, k.dead_letter_topic, k.stats_topic, k.forecasts_topic, k.alerts_topic]
+    # The stream workers' own dead letters, one topic per topic they consume (their principal "worker").
+    dead = [dead_letters_topic(t, "worker") for t in
+            (k.readings_topic, aggregate_members_topic(k), k.orders_topic, k.forecasts_topic)]
+    return [k.readings_topic, k.dead_letter_topic, k.stats_topic, k.forecasts_topic, k.alerts_topic, *dead]

@@ -8,6 +8,7 @@ outside what happened: Kafka topic offsets, the anchor store, the chain.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -18,15 +19,18 @@ from rich.table import Table
 from substrateinterface import Keypair
 
 from citygrid.devtools import local_servers
+from citygrid.devtools.local_kafka import as_principal
 from citygrid.devtools.processes import spawn, stop
 from citygrid.devtools.prometheus import register_target
 from citygrid.ledger.anchor_store import AnchorStore
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.errors import ProofInvalid
 from citygrid.ledger.proofs import ProofBundle, build_bundle, verify_offline, verify_on_chain
+from citygrid.ops.enroll import enroll_service
 from citygrid.reading import Reading, SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.sim.fleet import SimDevice, provision, replay_fleet, send_bad_readings
+from citygrid.storage import atomic_write
 from citygrid.stream.ingest import prepare_session
 from citygrid.stream.kafka_topics import ensure_topics, topic_end
 from citygrid.topics import stream_output_topics
@@ -35,6 +39,16 @@ DEMO_ANCHOR_INTERVAL_S = 3600
 DEMO_METRICS_PORT = 19101  # ingest, worker, anchorer take this and the next ports
 PROCESSES = (("ingest", ["stream", "ingest"]), ("worker", ["stream", "worker"]),
              ("anchorer", ["ledger", "anchor"]))
+PRINCIPALS = {"ingest": "ingest", "worker": "worker", "anchorer": "anchorer"}  # each its Kafka principal
+
+
+def demo_state_key(s: CitygridSettings) -> str:
+    """The local workers' table-state key: made once (0600) and kept, so the demo's models survive
+    from one run to the next."""
+    path = s.paths.data_dir / "stream-state.key"
+    if not path.exists():
+        atomic_write(path, secrets.token_hex(32), mode=0o600)
+    return path.read_text().strip()
 
 
 def wait_for(what: str, check: Callable[[], bool], timeout_s: float, console: Console) -> bool:
@@ -83,16 +97,22 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
     with console.status("starting Mosquitto, Kafka and the dev chain…"):
         started = local_servers.up(s)
     console.print(f"servers up in {time.monotonic() - t0:.1f}s (started: {', '.join(started) or 'none'})")
+    # The demo's processes connect to MQTT as the platform's ingest, each device as itself; to Kafka the
+    # demo's own clients act as the admin, each process as its own principal (see _start_processes).
+    s = s.model_copy(update={"mqtt": enroll_service(s, "ingest").apply(s.mqtt),
+                             "stream": s.stream.model_copy(update={"state_key": demo_state_key(s)})})
+    s = as_principal(s, "admin")
     prepare_session(s)
-    fleet = provision(s.paths, devices)
+    fleet = provision(s, devices)
     ensure_topics(s.kafka, stream_output_topics(s))
     base = Baseline(s, AnchorStore(s.paths.anchor_store)).take()
     with ExitStack() as stack:
-        if not keep_servers:
-            stack.callback(local_servers.down, s)
+        if not keep_servers and started:
+            # Only what this demo started: servers that were already up stay up.
+            stack.callback(local_servers.down, s, started)
         scraped = _start_processes(s, stack, console)
         sent = replay_fleet(s, fleet, steps)
-        bad = send_bad_readings(s, fleet[0].key)
+        bad = send_bad_readings(s, fleet[0])
         console.print(f"{sent} signed readings published by {len(fleet)} devices; {bad} bad ones")
         ok = _wait_for_pipeline(base, sent, bad, console)
         batches = _print_batches(base, console)
@@ -110,8 +130,8 @@ def _start_processes(s: CitygridSettings, stack: ExitStack, console: Console) ->
     """The ingest, a Faust worker and the anchorer as child processes (stopped with the stack);
     registered with the local Prometheus where it runs. True if Prometheus scrapes them."""
     prometheus = local_servers.servers(s).get("prometheus")
-    env = s.as_env()
     for port, (name, args) in enumerate(PROCESSES, start=DEMO_METRICS_PORT):
+        env = as_principal(s, PRINCIPALS[name]).as_env()
         proc = spawn(args, {**env, "CITYGRID_METRICS_PORT": str(port)}, s.paths.logs_dir / f"{name}.log")
         stack.callback(stop, proc)
         if prometheus:

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import base64
 import getpass
+import hashlib
 import json
+import os
 import shutil
-import subprocess
-import uuid
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from citygrid.devtools.local_kafka import kafka_server
+from citygrid.devtools.pki import LocalPki
 from citygrid.devtools.prometheus import server as prometheus_server
 from citygrid.devtools.server import Server, ServerError, port_open
+from citygrid.errors import ConfigError
+from citygrid.mqtt import tls_context
+from citygrid.ops.enroll import Credentials
 from citygrid.settings import CitygridSettings
+from citygrid.storage import atomic_write
 
 # Dev accounts funded at genesis: //Alice signs anchors; the others are prosumers.
 DEV_ACCOUNTS = {
@@ -34,94 +41,95 @@ __all__ = ["DEV_ACCOUNTS", "ServerError", "down", "port_open", "servers", "statu
 
 
 def _mosquitto(s: CitygridSettings) -> Server:
-    def prepare(d: Path) -> None:
-        (d / "data").mkdir(exist_ok=True)
-        (d / "mosquitto.conf").write_text(
-            f"listener {s.mqtt.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            # Run as whoever started us: as root, mosquitto would otherwise switch to the
-            # `mosquitto` user and lose write access to the project's data directory.
-            f"user {getpass.getuser()}\n"
-            "persistence true\n"
-            f"persistence_location {d / 'data'}/\n"
-            # A persistent session of an offline ingest must hold a long outage's readings.
-            "max_queued_messages 2000000\n"
-            "max_inflight_messages 1000\n"
-            "log_dest stdout\n"
-        )
+    return mosquitto_server(s, s.mqtt.port, s.paths.servers_dir / "mosquitto")
 
-    return Server(
-        "mosquitto", s.mqtt.port, s.paths.servers_dir / "mosquitto",
-        lambda d: ["mosquitto", "-c", str(d / "mosquitto.conf")], prepare, lambda: True, 20,
+
+def mosquitto_server(s: CitygridSettings, port: int, d: Path) -> Server:
+    """The local Mosquitto on `port` with its files in `d`: TLS only (the local CA's server
+    certificate), no anonymous clients, identities and ACLs from the dynamic-security plugin."""
+    return Server("mosquitto", port, d, lambda d: ["mosquitto", "-c", str(d / "mosquitto.conf")],
+                  lambda d: write_mosquitto_config(s, port, d), lambda: tls_answers(s, port), 20)
+
+
+def dynsec_plugin() -> Path:
+    """Debian's dynamic-security plugin (`dpkg -L mosquitto`), for whichever architecture."""
+    found = sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so")) + sorted(
+        Path("/usr/lib").glob("mosquitto_dynamic_security.so"))
+    if not found:
+        raise ServerError("mosquitto_dynamic_security.so not found; run scripts/setup.sh")
+    return found[0]
+
+
+def write_mosquitto_config(s: CitygridSettings, port: int, d: Path) -> None:
+    """The broker's config, and on first start its dynamic-security file holding only the administrator
+    (whose credentials go to `mqtt.admin_file`, 0600): every other identity is enrolled over MQTT."""
+    pki = LocalPki(Path(s.mqtt.ca_file).parent).ensure()
+    (d / "data").mkdir(parents=True, exist_ok=True)
+    dynsec = d / "dynamic-security.json"
+    if not dynsec.exists() or not Path(s.mqtt.admin_file).exists():
+        admin = _admin_credentials(s)
+        initial = _dynsec_initial(admin.username, admin.password)
+        atomic_write(dynsec, json.dumps(initial, indent=1), mode=0o600)
+    limit = s.mqtt.max_message_bytes
+    (d / "mosquitto.conf").write_text(
+        "per_listener_settings false\n"
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {pki.ca_cert}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
+        "tls_version tlsv1.2\n"
+        "allow_anonymous false\n"
+        f"plugin {dynsec_plugin()}\nplugin_opt_config_file {dynsec}\n"
+        # Run as whoever started us: as root, mosquitto would otherwise switch to the
+        # `mosquitto` user and lose write access to the project's data directory.
+        f"user {getpass.getuser()}\n"
+        "persistence true\n"
+        f"persistence_location {d / 'data'}/\n"
+        # One oversized message is refused by the broker before any client has to hold it.
+        f"max_packet_size {limit}\n"
+        # Per client: a persistent session of an offline ingest must hold a long outage's readings.
+        f"max_queued_messages {s.mqtt.max_queued_messages}\n"
+        "max_inflight_messages 1000\n"
+        "log_dest stdout\n"
     )
 
 
-def _kafka(s: CitygridSettings) -> Server:
-    port = s.kafka.bootstrap.rsplit(":", 1)[1]
-    controller = int(port) + 1
-    lib = s.paths.cache_dir / "kafka" / "lib"
+def _admin_credentials(s: CitygridSettings) -> Credentials:
+    path = Path(s.mqtt.admin_file)
+    if path.exists():
+        return Credentials.load(path)
+    admin = Credentials.new("citygrid-admin", "citygrid-admin")
+    admin.save(path)
+    return admin
 
-    def prepare(d: Path) -> None:
-        if not lib.exists():
-            raise ServerError("Kafka jars missing; run scripts/setup.sh")
-        logs = d / "data"
-        (d / "server.properties").write_text(
-            "process.roles=broker,controller\nnode.id=1\n"
-            f"controller.quorum.voters=1@127.0.0.1:{controller}\n"
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n"
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
-            "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
-            f"log.dirs={logs}\nnum.partitions={s.kafka.partitions}\n"
-            "offsets.topic.replication.factor=1\ntransaction.state.log.replication.factor=1\n"
-            "transaction.state.log.min.isr=1\ngroup.initial.rebalance.delay.ms=0\n"
-            "auto.create.topics.enable=true\noffsets.topic.num.partitions=4\n"
-        )
-        (d / "log4j.properties").write_text(
-            "log4j.rootLogger=WARN, stdout\n"
-            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender\n"
-            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout\n"
-            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n\n"
-            "log4j.logger.kafka.server.KafkaServer=INFO\nlog4j.logger.kafka.server.KafkaRaftServer=INFO\n"
-        )
-        if not (logs / "meta.properties").exists():
-            cluster = "-"
-            while cluster.startswith("-"):  # StorageTool would read a leading '-' as an option
-                cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            subprocess.run(
-                [*_java(lib, d), "kafka.tools.StorageTool", "format", "-t", cluster,
-                 "-c", str(d / "server.properties")],
-                check=True, capture_output=True, cwd=d,
-            )
 
-    def ready() -> bool:
-        from kafka import KafkaAdminClient
-        from kafka.errors import KafkaError
+def _dynsec_initial(username: str, password: str) -> dict:
+    """The plugin's file as `mosquitto_ctrl dynsec init` writes it, with an administrator limited to the
+    plugin's own control topics and every default access denied (unsubscribing aside)."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    control = "$CONTROL/dynamic-security/#"
+    return {
+        "clients": [{"username": username, "textName": "citygrid broker administrator",
+                     "password": base64.b64encode(digest).decode(), "salt": base64.b64encode(salt).decode(),
+                     "iterations": 101, "roles": [{"rolename": "admin"}]}],
+        "roles": [{"rolename": "admin", "acls": [
+            {"acltype": "publishClientSend", "topic": control, "allow": True},
+            {"acltype": "publishClientReceive", "topic": control, "allow": True},
+            {"acltype": "subscribePattern", "topic": control, "allow": True},
+        ]}],
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False,
+                             "subscribe": False, "unsubscribe": True},
+    }
 
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap, request_timeout_ms=3000)
-        except KafkaError:
-            return False
-        try:
-            admin.list_topics()
+
+def tls_answers(s: CitygridSettings, port: int) -> bool:
+    """True once a TLS handshake with the local CA's broker succeeds on `port` (a plain broker does not)."""
+    try:
+        ctx = tls_context(s.mqtt)
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
             return True
-        except KafkaError:
-            return False
-        finally:
-            admin.close()
-
-    return Server(
-        "kafka", int(port), s.paths.servers_dir / "kafka",
-        lambda d: [*_java(lib, d), "kafka.Kafka", str(d / "server.properties")],
-        prepare, ready, 120,
-    )
-
-
-def _java(lib: Path, d: Path) -> list[str]:
-    return [
-        "java", "-Xmx512m", "-Xms256m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
-        f"-Dlog4j.configuration=file:{d / 'log4j.properties'}", "-cp", f"{lib}/*",
-    ]
+    except (OSError, ConfigError):
+        return False
 
 
 def _chain(s: CitygridSettings) -> Server:
@@ -156,7 +164,7 @@ def _chain(s: CitygridSettings) -> Server:
 def servers(s: CitygridSettings) -> dict[str, Server]:
     """The local platform's servers by name; Prometheus only where it is installed, since
     nothing but the dashboards needs it."""
-    found = {"mosquitto": _mosquitto(s), "kafka": _kafka(s), "chain": _chain(s)}
+    found = {"mosquitto": _mosquitto(s), "kafka": kafka_server(s), "chain": _chain(s)}
     if shutil.which("prometheus"):
         found["prometheus"] = prometheus_server(s)
     return found

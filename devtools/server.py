@@ -7,6 +7,7 @@ only, and keep their logs next to the pid files, so a later process (or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -45,6 +46,8 @@ class Server:
     prepare: Callable[[Path], None]
     ready: Callable[[], bool]
     start_timeout_s: float = 90.0
+    # Run once after this call started it and it answered (e.g. the broker's ACLs).
+    after_start: Callable[[], None] | None = None
 
     def pid(self) -> int | None:
         """The running server's pid, or None."""
@@ -82,6 +85,8 @@ class Server:
                 raise ServerError(f"{self.name} exited with {proc.returncode}:\n{tail}")
             if port_open("127.0.0.1", self.port) and self.ready():
                 log.info("server_ready", server=self.name, port=self.port, pid=proc.pid)
+                if self.after_start is not None:
+                    self.after_start()
                 return True
             time.sleep(0.3)
         self.stop()
@@ -95,9 +100,18 @@ class Server:
         try:
             os.killpg(pid, signal.SIGTERM)
             for _ in range(100):
+                _reap(pid)
                 os.kill(pid, 0)
                 time.sleep(0.1)
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         (self.dir / "pid").unlink(missing_ok=True)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit of a server this process started, so a stopped child does not linger as a
+    zombie that still answers os.kill(pid, 0)."""
+    # A server another process started is its parent's to collect.
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

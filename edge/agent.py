@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 from prometheus_client import Counter
 
-from citygrid.commands import ModelUpdateRejected
+from citygrid.commands import CommandRejected
 from citygrid.edge.drivers import Driver
 from citygrid.edge.errors import ModelError
 from citygrid.edge.inference import Scorer
@@ -55,7 +55,21 @@ class EdgeAgent:
             model = self.models.current()
             self._scorer = Scorer(model) if model else None
             if self.updates_topic:
-                self.publisher.subscribe(self.updates_topic, lambda msg: self._updates.put(msg.payload))
+                self.publisher.subscribe(self.updates_topic, lambda msg: self.receive_update(msg.payload))
+
+    def receive_update(self, payload: bytes) -> None:
+        """Queue a model update for the measuring loop (called on the MQTT thread: never raises, and an
+        oversized update is refused here, on its length, before it is kept)."""
+        try:
+            if self.models is None:
+                return
+            if len(payload) > self.models.max_update_bytes:
+                self.models.apply(payload, self.key.device_id)  # refuses, counts and logs on the length
+            self._updates.put(payload)
+        except CommandRejected:
+            return
+        except Exception:  # one bad message must never stop the MQTT thread (and every later reading)
+            log.exception("model_update_callback_failed")
 
     @property
     def model_version(self) -> str | None:
@@ -67,9 +81,11 @@ class EdgeAgent:
         while not self._updates.empty():
             payload = self._updates.get_nowait()
             try:
-                self._scorer = Scorer(self.models.apply(payload))
-            except ModelUpdateRejected:
+                self._scorer = Scorer(self.models.apply(payload, self.key.device_id))
+            except CommandRejected:
                 continue  # logged and counted by the store; the current model keeps serving
+            except Exception:  # a fault in one update must not stop the device measuring
+                log.exception("model_update_failed_unexpectedly")
 
     def _score(self, ts_ms: int, values: dict[str, float]) -> ModelOutput | None:
         if self._scorer is None:

@@ -47,8 +47,8 @@ def run_agent(s: CitygridSettings, key: Path, outbox: Path, driver_for: Callable
     pub.start()
     models = None
     if with_models:
-        models = ModelStore(s.paths.models_dir, bytes.fromhex(s.edge.operator_public_key),
-                            s.edge.intra_op_threads)
+        models = ModelStore(s.paths.models_dir, bytes.fromhex(s.edge.command_public_key),
+                            s.edge.intra_op_threads, s.edge.max_model_update_bytes, s.edge.command_max_skew_s)
     agent = EdgeAgent(device, driver, pub, district, outbox=box, models=models,
                       updates_topic=model_updates_topic(s.edge.model_updates_topic, device.device_id)
                       if models else None,

@@ -1,14 +1,18 @@
 """Signed, versioned ONNX model updates and the device's model store (atomic swap, rollback).
 
-Trust: the operator holds an ed25519 key (a citygrid.signing.DeviceKey kept off
-the devices); every agent is configured with the operator's public key
-(EdgeSettings.operator_public_key) and installs only updates whose manifest
-that key signed. The manifest names the model, a version string, a serial
-number that must grow (so an old, validly signed model cannot be replayed to
-downgrade a device) and the SHA-256 of the ONNX bytes.
+Trust: an update is a command (citygrid.commands) from the command authority,
+whose public key every agent is deployed with (EdgeSettings.command_public_key).
+Before anything else the store checks the payload's length against the settings
+limit, then the envelope, the signature, that the update names this device, its
+expiry, its command number, and the ONNX bytes' size and SHA-256 against the
+signed manifest; the manifest's serial must grow (so an old, validly signed
+model cannot be replayed to downgrade a device). A refused update is remembered
+by the SHA-256 of its payload, so a retained one redelivered after every restart
+is skipped quietly instead of being re-examined (and re-logged) forever.
 
 On disk: <models_dir>/<name>-<serial>.onnx plus state.json {current, previous},
-replaced atomically, so a kill at any moment leaves one consistent choice.
+replaced atomically, so a kill at any moment leaves one consistent choice;
+command-numbers.json and refused.json beside them.
 """
 
 from __future__ import annotations
@@ -20,23 +24,37 @@ from pathlib import Path
 import structlog
 from prometheus_client import Counter
 
-from citygrid.commands import ModelUpdateRejected, open_model_update
+from citygrid.commands import (
+    CommandGuard,
+    CommandRejected,
+    CommandTooLarge,
+    CommandVerifier,
+    ModelUpdateRejected,
+    NotYetValid,
+    refused,
+)
 from citygrid.edge.errors import ModelError
 from citygrid.edge.inference import OnnxModel
 from citygrid.storage import atomic_write
 
 log = structlog.get_logger(__name__)
 UPDATES = Counter("citygrid_edge_model_updates_total", "Model updates received, by outcome", ["outcome"])
+# Refused updates remembered (by payload hash) so a retained one is not re-examined on every restart.
+REMEMBER_REFUSED = 64
 
 
 class ModelStore:
     """The device's installed models: the one in use, the one before it, and how to switch."""
 
-    def __init__(self, directory: Path, operator_public_key: bytes = b"", threads: int = 1) -> None:
+    def __init__(self, directory: Path, command_public_key: bytes = b"", threads: int = 1,
+                 max_update_bytes: int = 8 * 1024 * 1024, max_skew_s: int = 300) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.operator_public_key = operator_public_key
+        self.command_public_key = command_public_key
         self.threads = threads
+        self.max_update_bytes = max_update_bytes
+        self.max_skew_ms = max_skew_s * 1000
+        self.guard = CommandGuard(self.dir / "command-numbers.json")
 
     def _state(self) -> dict:
         path = self.dir / "state.json"
@@ -68,26 +86,59 @@ class ModelStore:
             log.error("current_model_broken_rolling_back", error=str(exc))
             return self.rollback()
 
-    def apply(self, payload: bytes) -> OnnxModel:
-        """Verify an update, install it and make it current; on any failure keep the current model."""
+    def apply(self, payload: bytes, device: str) -> OnnxModel:
+        """Verify an update for `device`, install it and make it current; on any failure keep the current
+        model and raise ModelUpdateRejected (or another CommandRejected: too_large, replayed, …)."""
+        if len(payload) > self.max_update_bytes:  # first: nothing of an oversized update is examined
+            exc = CommandTooLarge(f"model update of {len(payload)} bytes exceeds {self.max_update_bytes}")
+            UPDATES.labels("refused").inc()
+            refused("model_update", exc, device)
+            raise exc
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest in self._refused():
+            UPDATES.labels("skipped").inc()
+            log.info("model_update_skipped_refused_before", sha256=digest)
+            raise ModelUpdateRejected("this update was refused before; publish a new one")
         try:
-            manifest, onnx = open_model_update(payload, self.operator_public_key)
+            return self._apply(payload, device)
+        except NotYetValid:
+            raise  # the device's clock may be behind (no NTP yet): examine it again later
+        except CommandRejected:
+            self._remember_refused(digest)
+            raise
+
+    def _apply(self, payload: bytes, device: str) -> OnnxModel:
+        verifier = CommandVerifier(self.command_public_key, device, self.guard, self.max_update_bytes,
+                                   self.max_skew_ms)
+        try:
+            cmd, onnx = verifier.open(payload, "model_update")  # counted and logged when refused
+            manifest = cmd.manifest()
             serial = self._state().get("serial", -1)
             if manifest.serial <= serial:
                 raise ModelUpdateRejected(f"model serial {manifest.serial} is not newer than the installed "
                                           f"{serial}; publish with a higher serial")
             model = self._activate(f"{manifest.name}-{manifest.serial}.onnx", onnx, manifest.serial)
-        except ModelUpdateRejected as exc:
+        except CommandRejected as exc:
             UPDATES.labels("refused").inc()
-            log.warning("model_update_refused", error=str(exc))
+            log.warning("model_update_refused", reason=exc.reason, error=str(exc)[:300])
             raise
         except ModelError as exc:
             UPDATES.labels("failed").inc()
-            log.error("model_update_failed_kept_previous", error=str(exc))
+            log.error("model_update_failed_kept_previous", error=str(exc)[:300])
             raise ModelUpdateRejected(f"new model does not load or run, kept the current one: {exc}") from exc
         UPDATES.labels("installed").inc()
         log.info("model_updated", name=model.name, version=model.version, serial=manifest.serial)
         return model
+
+    def _refused(self) -> list[str]:
+        path = self.dir / "refused.json"
+        try:
+            return json.loads(path.read_text()) if path.exists() else []
+        except (OSError, ValueError):
+            return []  # a lost memory only means refusing (and logging) a known bad update once more
+
+    def _remember_refused(self, digest: str) -> None:
+        atomic_write(self.dir / "refused.json", json.dumps([*self._refused(), digest][-REMEMBER_REFUSED:]))
 
     def _activate(self, file: str, onnx: bytes, serial: int) -> OnnxModel:
         atomic_write(self.dir / file, onnx)

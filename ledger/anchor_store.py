@@ -62,8 +62,13 @@ class AnchorStore(SqliteStore):
 
     def seen(self, device: str, seq: int) -> bool:
         """True if this reading is already in some batch."""
-        row = self.db.execute("SELECT 1 FROM leaves WHERE device=? AND seq=?", (device, seq))
-        return row.fetchone() is not None
+        return self.envelope(device, seq) is not None
+
+    def envelope(self, device: str, seq: int) -> bytes | None:
+        """The envelope recorded for (device, seq), or None if no batch holds one."""
+        row = self.db.execute("SELECT envelope FROM leaves WHERE device=? AND seq=?", (device, seq))
+        found = row.fetchone()
+        return None if found is None else bytes(found[0])
 
     def add_batch(self, interval_start_ms: int, root: bytes, remark: str,
                   leaves: list[tuple[str, int, bytes]]) -> Batch:

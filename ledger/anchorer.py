@@ -5,6 +5,12 @@ submitted, and per partition Kafka offsets are committed only up to the lowest
 record still held by an open batch, so a crash at any point loses nothing;
 re-consumed readings are recognised by (device, seq) and skipped, and batches
 recorded but not yet included are submitted again on restart.
+
+Nothing is anchored on trust: each record is re-verified (device signature against the registry,
+canonical encoding, 64-bit bounds; citygrid.reading_check) before it becomes a leaf. A record that
+fails, or that claims a (device, seq) already held by a different verified reading, goes to the
+anchorer's dead-letter topic with the reason, and anchoring carries on. A forged record therefore
+never takes a genuine reading's (device, seq) slot.
 """
 
 from __future__ import annotations
@@ -18,15 +24,17 @@ from kafka.structs import OffsetAndMetadata
 from prometheus_client import Counter
 from substrateinterface import Keypair
 
+from citygrid.errors import ReadingRejected
 from citygrid.ledger.anchor_store import AnchorStore, Batch
 from citygrid.ledger.batching import IntervalBatcher
 from citygrid.ledger.chain import ChainClient, inclusion_histogram
 from citygrid.ledger.consumer import ledger_consumer
-from citygrid.ledger.keystore import keypair_from_uri
+from citygrid.ledger.dead_letters import DeadLetters
 from citygrid.ledger.merkle import MerkleTree
 from citygrid.ledger.offsets import OffsetTracker
 from citygrid.ledger.remarks import anchor_remark
-from citygrid.reading import reading_or_none
+from citygrid.ledger.signer import role_keypair
+from citygrid.reading_check import ReadingChecker
 from citygrid.settings import CitygridSettings
 
 log = structlog.get_logger(__name__)
@@ -35,6 +43,12 @@ ANCHORED_READINGS = Counter("citygrid_anchor_readings_total", "Readings included
 ANCHORED_BATCHES = Counter("citygrid_anchor_batches_total", "Batches whose root is on chain")
 ANCHOR_FAILURES = Counter("citygrid_anchor_failures_total", "Root submissions that failed")
 ANCHOR_LATENCY = inclusion_histogram("citygrid_anchor_submit_seconds", "an anchor extrinsic")
+REFUSED = Counter("citygrid_anchor_refused_total", "Records on the readings topic not anchored, by reason",
+                  ["reason"])
+
+
+class ConflictingReading(ReadingRejected, reason="conflicting"):
+    """A verified reading whose (device, seq) is already held by a different verified reading."""
 
 
 @dataclass
@@ -49,27 +63,47 @@ class Anchorer:
     def __post_init__(self) -> None:
         a = self.settings.anchor
         self.batcher = IntervalBatcher(a.interval_s * 1000, a.interval_s * 1000)
+        self.checker = ReadingChecker(self.settings.paths.device_registry)
+        self.dead: DeadLetters | None = None  # set by `run`; without it refusals are only logged
 
     @classmethod
     def from_settings(cls, s: CitygridSettings) -> Anchorer:
-        """Open the store and the chain connection named by the settings."""
-        return cls(
-            s, AnchorStore(s.paths.anchor_store), ChainClient(s.chain.url),
-            keypair_from_uri(s.chain.signer_uri, "CITYGRID_CHAIN__SIGNER_URI"),
-        )
+        """Open the store, the chain and the anchorer's own key (a dev key only on a dev chain)."""
+        chain = ChainClient(s.chain.url)
+        return cls(s, AnchorStore(s.paths.anchor_store), chain,
+                   role_keypair(s, "anchorer", chain.chain_type()))
 
-    def place(self, envelope: bytes) -> int | None:
-        """Batch one envelope; the interval start of the batch now holding it, or None if none does."""
-        reading = reading_or_none(envelope)
-        if reading is None:
-            # The ingest only writes verified readings here; anything else is a bug upstream.
-            log.error("anchor_skipped_invalid", size=len(envelope), head=envelope[:16].hex())
-            return None
-        if self.store.seen(reading.device, reading.seq):
-            return None
-        if not self.batcher.add(reading.device, reading.seq, reading.ts_ms, envelope):
-            return None
+    def place(self, record: object) -> int | None:
+        """Batch one consumed record (kafka-python's ConsumerRecord, or bytes); the interval start of
+        the batch now holding it, or None if none does (already anchored, or refused)."""
+        envelope = getattr(record, "value", record)
+        try:
+            return self._place(envelope)
+        except ReadingRejected as exc:
+            self._refuse(record, exc.reason, str(exc))
+        except Exception as exc:  # one record must never stop anchoring for every later one
+            self._refuse(record, "unprocessable", repr(exc))
+        return None
+
+    def _place(self, envelope: bytes) -> int | None:
+        reading = self.checker.check(envelope)
+        held = self.store.envelope(reading.device, reading.seq)
+        if held is None:
+            held = self.batcher.held(reading.device, reading.seq)
+        if held is not None:
+            if held != envelope:
+                raise ConflictingReading(f"{reading.device}/{reading.seq} is already held by a different "
+                                         "verified reading; the first one keeps the slot")
+            return None  # re-read after a restart: already batched or anchored
+        self.batcher.add(reading.device, reading.seq, reading.ts_ms, envelope)
         return self.batcher.interval_of(reading.ts_ms)
+
+    def _refuse(self, record: object, reason: str, error: str) -> None:
+        REFUSED.labels(reason).inc()
+        if self.dead is not None and not isinstance(record, bytes):
+            self.dead.send(record, reason, error)
+        else:
+            log.warning("anchor_refused", reason=reason, error=error[:300])
 
     def anchor(self, interval_start_ms: int, leaves: list[tuple[str, int, bytes]]) -> Batch:
         """Record one batch and put its root on chain."""
@@ -105,6 +139,7 @@ class Anchorer:
         s = self.settings
         consumer = ledger_consumer(s.kafka, s.kafka.readings_topic, s.kafka.anchor_group,
                                    max_poll_records=10_000)
+        self.dead = DeadLetters(s.kafka, s.kafka.readings_topic, "anchorer")
         self.resubmit_pending()
         offsets, committed = OffsetTracker(), {}
         last_record = time.monotonic()
@@ -113,7 +148,7 @@ class Anchorer:
                 polled = consumer.poll(timeout_ms=200)
                 for tp, records in polled.items():
                     for rec in records:
-                        offsets.consume(tp, rec.offset, self.place(rec.value))
+                        offsets.consume(tp, rec.offset, self.place(rec))
                 if polled:
                     last_record = time.monotonic()
                 due = self.batcher.closed()
@@ -124,7 +159,9 @@ class Anchorer:
                     offsets.release(start)
                 commit = {tp: o for tp, o in offsets.committable().items() if committed.get(tp) != o}
                 if commit:
+                    self.dead.flush()  # a refused record is committed past only once its letter is kept
                     consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in commit.items()})
                     committed.update(commit)
         finally:
             consumer.close()
+            self.dead.close()

@@ -33,6 +33,13 @@ class IntervalBatcher:
         self.watermark_ms = max(self.watermark_ms, ts_ms)
         return True
 
+    def held(self, device: str, seq: int) -> bytes | None:
+        """The envelope some open batch holds for (device, seq), or None (few batches are open)."""
+        for batch in self.open.values():
+            if (device, seq) in batch:
+                return batch[(device, seq)]
+        return None
+
     def closed(self) -> list[tuple[int, list[tuple[str, int, bytes]]]]:
         """Remove and return the intervals the watermark has passed."""
         due = [s for s in self.open if s + self.interval_ms + self.grace_ms <= self.watermark_ms]

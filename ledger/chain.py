@@ -200,6 +200,14 @@ class ChainClient:
         with chain_errors(self.url):
             return self.substrate.rpc_request(method, params)["result"]
 
+    def chain_type(self) -> str | None:
+        """The node's `system_chainType` ("Development", "Local", "Live", …); None if it does not say."""
+        try:
+            answer = self.rpc("system_chainType", [])
+        except (SubstrateRequestException, KeyError):
+            return None
+        return answer if isinstance(answer, str) else None
+
     def remarked(self, block_hash: str) -> list[tuple[int, str, str]]:
         """(extrinsic index, sender public key 0x…, remark hash 0x…) of each System.Remarked in a block."""
         out = []

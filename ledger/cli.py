@@ -140,8 +140,9 @@ def _settler(s: CitygridSettings) -> Settler:
 def _anchorer_key(s: CitygridSettings) -> str:
     """The configured anchoring account's public key, 0x…: whose remarks count as anchors."""
     from citygrid.ledger.keystore import keypair_from_uri
+    from citygrid.ledger.signer import signer_uri
 
-    return "0x" + keypair_from_uri(s.chain.signer_uri, "CITYGRID_CHAIN__SIGNER_URI").public_key.hex()
+    return "0x" + keypair_from_uri(signer_uri(s, "anchorer"), "the anchorer's signer").public_key.hex()
 
 
 @app.command()
@@ -177,18 +178,34 @@ def settle(trades_file: Path = typer.Option(None, "--trades", help="JSON list of
 
 
 @app.command()
-def authorize(participant: str) -> None:
-    """Let the settler pay on a buyer's behalf (the buyer approves an allowance of the payment asset)."""
-    from citygrid.ledger.settlement import authorize as add_proxy
+def authorize(amount: int = typer.Argument(..., help="Most the settler may spend for you, in the payment "
+                                           "asset's smallest unit (at most the operator's cap)."),
+              key_file: Path = typer.Option(..., "--key-file", help="YOUR secret URI (mnemonic), in a file "
+                                            "only you can read; it is never sent anywhere."),
+              settler: str = typer.Option(..., "--settler", help="The settler's SS58 address, as the "
+                                          "operator publishes it.")) -> None:
+    """Run by a participant with its own key: approve the settler a bounded allowance of the payment asset."""
+    import stat
+
+    from citygrid.ledger.chain import ChainClient
+    from citygrid.ledger.errors import KeystoreError
+    from citygrid.ledger.keystore import keypair_from_uri
+    from citygrid.ledger.settlement import authorize as approve
 
     s = get_settings()
     try:
-        settler = _settler(s)
-        inc = add_proxy(settler.chain, settler.keystore.keypair(participant), settler.address,
-                        s.settlement.asset_id, s.settlement.allowance)
+        if key_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeystoreError(f"{key_file} is readable by others; run `chmod 600 {key_file}`")
+        own = keypair_from_uri(key_file.read_text().strip(), f"the key in {key_file}")
+        chain = ChainClient(s.chain.url)
+        inc = approve(chain, own, settler, s.settlement.asset_id, amount, s.settlement.allowance_cap)
+    except OSError as exc:
+        console.print(f"[red]error:[/] cannot read {key_file}: {exc.strerror}")
+        raise typer.Exit(1) from exc
     except CitygridError as exc:
         raise _fail(exc) from exc
-    console.print(f"{participant} authorised the settler {settler.address} in block #{inc.block_number}")
+    console.print(f"{chain.address(own)} allowed the settler {settler} up to {amount} of asset "
+                  f"{s.settlement.asset_id}, in block #{inc.block_number}")
 
 
 @app.command()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from kafka import KafkaConsumer
 
+from citygrid import kafka_clients
 from citygrid.settings import KafkaSettings
 
 
 def ledger_consumer(kafka: KafkaSettings, topic: str, group: str, **options: int) -> KafkaConsumer:
     """A consumer of `topic` in `group` that commits only when told to (`options`: kafka-python's)."""
-    return KafkaConsumer(topic, bootstrap_servers=kafka.bootstrap, group_id=group,
+    return kafka_clients.consumer(kafka, topic, group_id=group,
                          enable_auto_commit=False, auto_offset_reset="earliest", **options)

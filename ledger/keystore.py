@@ -1,10 +1,10 @@
-"""Participants' chain keys, from a keystore file or the settings — never from logs or the repository.
+"""The ledger processes' own chain keys (the anchorer's, the settler's), from a keystore file, never
+from logs or the repository.
 
-The keystore maps a market participant's name to a secret URI (a mnemonic or
-`0x…` seed, optionally with a derivation path). The file must be readable by
-its owner only; keys given in `settlement.participant_keys`
-(CITYGRID_SETTLEMENT__PARTICIPANT_KEYS, JSON) override it, so a deployment can
-inject keys from its secret store.
+The keystore maps a role ("anchorer", "settler") or a participant's own name to a secret URI (a
+mnemonic or `0x…` seed, optionally with a derivation path). The file must be readable by its owner
+only. The settler holds no participant's key: participants authorise it with their own key file
+(`citygrid ledger authorize --key-file`).
 """
 
 from __future__ import annotations
@@ -29,21 +29,18 @@ def keypair_from_uri(secret_uri: str, whose: str) -> Keypair:
 
 
 class Keystore:
-    """Secret URIs by participant; the secrets are never part of repr or str."""
+    """Secret URIs by name; the secrets are never part of repr or str."""
 
-    def __init__(self, secrets: dict[str, str] | None = None,
-                 overrides: dict[str, str] | None = None) -> None:
+    def __init__(self, secrets: dict[str, str] | None = None) -> None:
         self._secrets = dict(secrets or {})
-        # Keys from the settings (a deployment's secret store): they win over the file, never saved to it.
-        self._overrides = dict(overrides or {})
         self._pairs: dict[str, Keypair] = {}
 
     @classmethod
-    def load(cls, path: Path, overrides: dict[str, str] | None = None) -> Keystore:
-        """Read a keystore file, refusing one that others can read; `overrides` win over its keys."""
+    def load(cls, path: Path) -> Keystore:
+        """Read a keystore file, refusing one that others can read; a missing file is an empty keystore."""
         path = Path(path)
         if not path.exists():
-            return cls(overrides=overrides)
+            return cls()
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise KeystoreError(f"{path} is readable by others; run `chmod 600 {path}`")
         try:
@@ -51,33 +48,39 @@ class Keystore:
         except json.JSONDecodeError as exc:
             raise KeystoreError(f"{path} is not JSON ({exc.msg} at line {exc.lineno}); fix or recreate it") \
                 from exc
-        return cls({str(k): str(v) for k, v in data.items()}, overrides)
+        if not isinstance(data, dict):
+            raise KeystoreError(f"{path} is not a JSON object of name → secret URI")
+        return cls({str(k): str(v) for k, v in data.items()})
 
     def save(self, path: Path) -> None:
-        """Write the keystore's file keys, readable by its owner only."""
+        """Write the keystore, readable by its owner only."""
         atomic_write(Path(path), json.dumps(self._secrets), mode=0o600)
 
-    def add(self, participant: str, secret_uri: str) -> Keypair:
-        """Register a participant's secret and return its keypair."""
-        self._secrets[participant] = secret_uri
-        self._pairs.pop(participant, None)
-        return self.keypair(participant)
+    def add(self, name: str, secret_uri: str) -> Keypair:
+        """Register a secret and return its keypair."""
+        self._secrets[name] = secret_uri
+        self._pairs.pop(name, None)
+        return self.keypair(name)
 
-    def holds(self, participant: str) -> bool:
-        """True if the keystore has a key for the participant (from the settings or the file)."""
-        return bool(self._overrides.get(participant) or self._secrets.get(participant))
+    def holds(self, name: str) -> bool:
+        """True if the keystore has a key for `name`."""
+        return bool(self._secrets.get(name))
 
-    def keypair(self, participant: str) -> Keypair:
-        """The participant's signing keypair (the settings' key first, then the file's)."""
-        if participant not in self._pairs:
-            secret = self._overrides.get(participant) or self._secrets.get(participant)
-            if not secret:
-                raise KeystoreError(
-                    f"no key for participant {participant!r}; add it to the keystore file or to "
-                    "CITYGRID_SETTLEMENT__PARTICIPANT_KEYS (a JSON object of name → secret URI)"
-                )
-            self._pairs[participant] = keypair_from_uri(secret, f"the key of {participant!r}")
-        return self._pairs[participant]
+    def secret(self, name: str) -> str:
+        """The secret URI of `name` (for the dev-key rule; never logged)."""
+        if not self.holds(name):
+            raise KeystoreError(f"no key for {name!r} in the keystore")
+        return self._secrets[name]
+
+    def only(self, *names: str) -> Keystore:
+        """A keystore holding just these entries (what one process may hold of a test's keys)."""
+        return Keystore({n: self._secrets[n] for n in names if n in self._secrets})
+
+    def keypair(self, name: str) -> Keypair:
+        """The signing keypair of `name`."""
+        if name not in self._pairs:
+            self._pairs[name] = keypair_from_uri(self.secret(name), f"the key of {name!r}")
+        return self._pairs[name]
 
     def __repr__(self) -> str:
-        return f"Keystore({len(self._secrets | self._overrides)} participants)"
+        return f"Keystore({len(self._secrets)} keys)"

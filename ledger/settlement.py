@@ -1,7 +1,8 @@
 """The settler: each interval's cleared trades paid on chain in one atomic extrinsic, exactly once.
 
 Payments are in an Asset Hub asset (the energy currency). Every buyer approves
-the settler an allowance once (`Assets.approve_transfer`), so one
+the settler a bounded allowance with its own key (`Assets.approve_transfer`, at
+most the operator's `settlement.allowance_cap`), so one
 `Utility.batch_all` of `Assets.transfer_approved(buyer -> seller)` calls moves
 every payment of the interval (trades to sellers, fees to the grid operator)
 plus a `System.remark_with_event` naming the interval and its trade ids. Each
@@ -9,7 +10,12 @@ call runs with the settler's own origin, so any failure (a buyer short of
 funds or allowance) fails the batch and batch_all reverts all of it.
 `Proxy.proxy` was tried first and is not atomic: it reports an inner call's
 failure as an event but itself succeeds, so batch_all would keep the other
-payments.
+payments. The settler holds no participant's key, signs with its own only, and pays only
+between enrolled participants' addresses (`participants.Participants`).
+
+Not yet: a trade record alone still moves money between enrolled participants. The market issue
+makes orders signed; then the settler must pay only trades backed by the buyer's and the seller's
+signed orders (check both signatures and that the trade is within both orders' limits here).
 
 Exactly once across crashes: the signed extrinsic and its nonce are stored
 before they leave the process. On restart a signed interval is looked for on
@@ -24,16 +30,18 @@ import os
 import signal
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 from prometheus_client import Counter
 from substrateinterface import Keypair
 
 from citygrid.ledger.chain import ChainClient, Inclusion, extrinsic_hash, inclusion_histogram
-from citygrid.ledger.errors import ExtrinsicFailed, KeystoreError, SettlementError
-from citygrid.ledger.keystore import Keystore, keypair_from_uri
+from citygrid.ledger.errors import ExtrinsicFailed, SettlementError
+from citygrid.ledger.participants import Participants
 from citygrid.ledger.remarks import settlement_remark
 from citygrid.ledger.settlement_store import Settlement, SettlementStore
+from citygrid.ledger.signer import role_keypair
 from citygrid.market import Trade
 from citygrid.settings import CitygridSettings
 
@@ -48,21 +56,13 @@ SUBMIT_SECONDS = inclusion_histogram("citygrid_settle_submit_seconds", "an inter
 CRASH_STEPS = ("prepared", "signed", "submitted", "included", "settled")
 
 
-def settler_keypair(keystore: Keystore, signer_uri: str) -> Keypair:
-    """The settler's key: the keystore's "settler" entry if it holds one, else the chain signer's
-    (CITYGRID_CHAIN__SIGNER_URI, which the Helm chart sets from a Secret)."""
-    if keystore.holds("settler"):
-        return keystore.keypair("settler")
-    return keypair_from_uri(signer_uri, "CITYGRID_CHAIN__SIGNER_URI")
-
-
 @dataclass
 class Settler:
     """Turns intervals of trades into settled extrinsics."""
 
     chain: ChainClient
     store: SettlementStore
-    keystore: Keystore
+    participants: Participants
     settler: Keypair
     grid_operator: str
     asset_id: int
@@ -71,11 +71,13 @@ class Settler:
 
     @classmethod
     def from_settings(cls, s: CitygridSettings) -> Settler:
-        """Open the chain, the store and the keys the settings name."""
-        keystore = Keystore.load(s.paths.keystore, s.settlement.participant_keys)
-        return cls(ChainClient(s.chain.url), SettlementStore(s.paths.settlement_store), keystore,
-                   settler_keypair(keystore, s.chain.signer_uri), s.settlement.grid_operator or "grid",
-                   s.settlement.asset_id, s.settlement.crash_at)
+        """Open the chain, the store, the participants file and the settler's own key; a well-known dev
+        key is refused unless the chain is a dev chain (citygrid.ledger.signer)."""
+        chain = ChainClient(s.chain.url)
+        keypair = role_keypair(s, "settler", chain.chain_type())
+        participants = Participants.load(participants_file(s))
+        return cls(chain, SettlementStore(s.paths.settlement_store), participants, keypair,
+                   s.settlement.grid_operator or "grid", s.settlement.asset_id, s.settlement.crash_at)
 
     def __post_init__(self) -> None:
         if self.crash_at and self.crash_at not in CRASH_STEPS:
@@ -94,13 +96,17 @@ class Settler:
         return self.chain.address(self.settler)
 
     def account(self, participant: str) -> str:
-        """A participant's address: from the keystore, or the name itself if it is an address."""
-        try:
-            return self.chain.address(self.keystore.keypair(participant))
-        except KeystoreError:
-            if participant.startswith(("5", "1")) and len(participant) > 40:
-                return participant
-            raise
+        """An enrolled participant's address (UnknownParticipant for anyone else)."""
+        return self.participants.address(participant)
+
+    def refusal(self, trade: Trade) -> str | None:
+        """Why this trade must not be settled (a party or the grid operator not enrolled), or None."""
+        for party in (trade.buyer, trade.seller, self.grid_operator):
+            if party not in self.participants:
+                return f"{party[:64]!r} is not an enrolled participant"
+        if trade.buyer == trade.seller or self.account(trade.buyer) == self.account(trade.seller):
+            return "buyer and seller are the same account"
+        return None
 
     def calls(self, interval_start_ms: int, trades: list[Trade]) -> list:
         """The batch: one transfer per trade, one fee transfer per buyer, then the remark."""
@@ -212,8 +218,17 @@ class Settler:
         return done
 
 
+def participants_file(s: CitygridSettings) -> Path:
+    """The enrolled participants' file the settings name (default <data_dir>/participants.json)."""
+    return s.settlement.participants_file or s.paths.data_dir / "participants.json"
+
+
 def authorize(chain: ChainClient, participant: Keypair, settler_address: str, asset_id: int,
-              allowance: int) -> Inclusion:
-    """Let the settler pay up to `allowance` on the participant's behalf (signed by the participant)."""
+              allowance: int, cap: int) -> Inclusion:
+    """Let the settler pay up to `allowance` on the participant's behalf, signed by the participant
+    itself; an allowance above the operator's `cap` is refused before anything is signed."""
+    if not 0 < allowance <= cap:
+        raise SettlementError(f"an allowance of {allowance} is not within (0, {cap}]: the operator's cap "
+                              "(CITYGRID_SETTLEMENT__ALLOWANCE_CAP) bounds what a settler may spend")
     return chain.submit("Assets", "approve_transfer", {"id": asset_id, "delegate": settler_address,
                                                        "amount": allowance}, participant)

@@ -1,4 +1,5 @@
-"""`citygrid edge deploy`: the operator's command that installs agents on devices."""
+"""The operator's device commands: `citygrid edge deploy` installs agents; `enroll`, `revoke` and `rotate`
+manage each device's identity."""
 
 from __future__ import annotations
 
@@ -34,3 +35,68 @@ def deploy(devices: Path = typer.Argument(..., help="YAML: a `devices:` list (se
             failed += 1
             console.print(f"[red]{d.name}: {exc}[/]")
     raise typer.Exit(1 if failed else 0)
+
+
+@edge.command()
+def enroll(key: Path = typer.Argument(..., help="The device's key file (made here if missing, 0600)."),
+           kind: str = typer.Option(..., help="What the device measures: meter, pv, traffic, …"),
+           district: str = typer.Option(..., help="Its feeder or intersection group."),
+           owner: str = typer.Option(..., help="Who operates it."),
+           credentials: Path = typer.Option(None, help="Where to write its broker credentials "
+                                            "(CITYGRID_MQTT__* lines, 0600); default KEY.mqtt.env."),
+           ) -> None:
+    """Enrol a device: its key, its registry entry (kind, district, owner) and its broker identity,
+    which may publish only its own readings topic and read only its own command and model topics."""
+    from citygrid.ops.enroll import enroll_device
+    from citygrid.signing import DeviceKey
+    from citygrid.storage import atomic_write
+
+    s = get_settings()
+    if key.exists():
+        device = DeviceKey.load(key)
+    else:
+        device = DeviceKey.generate()
+        device.save(key)
+    creds = enroll_device(s, device.public_key, kind, district, owner)
+    out = credentials or key.with_name(key.name + ".mqtt.env")
+    atomic_write(out, creds.env(), mode=0o600)
+    console.print(f"enrolled {device.device_id} ({kind} in {district}, owner {owner}); credentials in {out}")
+
+
+@edge.command()
+def revoke(device_id: str = typer.Argument(..., help="The device id (d…).")) -> None:
+    """Revoke a device: the broker drops and refuses it at once; the ingest dead-letters its readings as
+    `revoked`; its key stays in the registry so readings anchored before still verify."""
+    from citygrid.ops.enroll import revoke_device
+
+    entry = revoke_device(get_settings(), device_id)
+    console.print(f"revoked {device_id} at {entry.revoked_at_ms} ms")
+
+
+@edge.command()
+def rotate(device_id: str = typer.Argument(..., help="The device id (d…)."),
+           credentials: Path = typer.Option(..., help="Where to write the new broker credentials (0600)."),
+           ) -> None:
+    """Give an enrolled device a new broker password (its open connection drops; its key stays)."""
+    from citygrid.ops.enroll import rotate_device
+    from citygrid.storage import atomic_write
+
+    atomic_write(credentials, rotate_device(get_settings(), device_id).env(), mode=0o600)
+    console.print(f"new broker credentials for {device_id} in {credentials}")
+
+
+@edge.command()
+def service(role: str = typer.Argument(..., help="ingest, advisor, models or observer."),
+            credentials: Path = typer.Option(..., help="Where to write its credentials (JSON, 0600)."),
+            name: str = typer.Option(None, help="Its username and client id (default: the ingest's client "
+                                     "id, or citygrid-ROLE)."),
+            ) -> None:
+    """Create (or replace, with a new password) a service's broker identity, limited to its role's topics."""
+    from citygrid.ops.enroll import SERVICE_ROLES, enroll_service
+
+    if role not in SERVICE_ROLES:
+        raise typer.BadParameter(f"role must be one of {', '.join(SERVICE_ROLES)}")
+    creds = enroll_service(get_settings(), role, name)  # type: ignore[arg-type]
+    creds.save(credentials)
+    console.print(f"{role} identity {creds.username} (client id {creds.client_id}); "
+                  f"credentials in {credentials}")

@@ -4,8 +4,20 @@ Layout on a device (under `root`, default /opt/citygrid-edge):
   releases/<id>/src       the citygrid core + edge sources of this release
   releases/<id>/venv      its virtual environment
   current -> releases/<id>  switched atomically (rename of a symlink)
-  config/agent.env        CITYGRID_* settings of the agent;  config/device.key (0600)
-  state/                  outbox and models, kept across releases
+  config/agent.env        CITYGRID_* settings of the agent;  config/device.key (0600, root's)
+  /var/lib/citygrid-edge  outbox and models (systemd's StateDirectory), kept across releases
+The agent runs as a sandboxed systemd service under a dynamic unprivileged user
+(`unit_file`): it reads its key through systemd's credentials (LoadCredential),
+writes only its state directory, holds no capabilities and may open only IP and
+Unix sockets.
+
+Every value of the devices file is validated (`Device`, strict patterns) before
+anything is written, so none can add a line to the unit or the environment file,
+override the agent's trusted command key or paths, or add code to the agent's
+interpreter: the interpreter must be a system python3, and a pre-provisioned
+site-packages directory (deps "provisioned") is the operator's own deploy option
+(`deploy_device(provisioned_site=…)`), never a devices-file value; the former
+`site:<dir>` (a .pth line written from the devices file) is gone.
 A release is built and checked (`citygrid edge check` with the release's own
 interpreter) before `current` moves; if the check, the switch or the service
 restart fails, `current` goes back to the previous release and the new one is
@@ -17,13 +29,23 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import shlex
 import tarfile
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import paramiko
 import structlog
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from citygrid.errors import CitygridError
 from citygrid.settings import CitygridSettings
@@ -42,22 +64,64 @@ EDGE_REQUIREMENTS = ("pydantic==2.14.4", "pydantic-settings==2.16.3", "msgpack==
                      "paho-mqtt==2.2.0", "numpy==2.4.6", "onnxruntime==1.32.0", "pymodbus==3.16.1")
 
 
-@dataclass
-class Device:
-    """One device to deploy to, as listed in the devices file."""
+# Safe absolute paths: no spaces, quotes, specifiers (%), variables ($), newlines or "..".
+SAFE_PATH = r"/[A-Za-z0-9._/+-]{1,200}"
 
-    name: str
-    host: str
+
+def _safe_path(path: str) -> str:
+    if not re.fullmatch(SAFE_PATH, path) or ".." in path.split("/"):
+        raise ValueError("must be a plain absolute path (letters, digits, . _ / + -), without ..")
+    return path
+
+
+SafePath = Annotated[str, AfterValidator(_safe_path)]
+# What an environment-file value may hold: printable, no quotes, backslashes, `$` or `%` and no newline.
+ENV_VALUE = r"^[A-Za-z0-9 _.,:/@+=\[\]{}-]{0,500}$"
+# Settings a device entry may set for its agent; never its trust anchors or where its state lives.
+ENV_KEY = r"^CITYGRID_(MQTT|EDGE)__[A-Z0-9_]{1,60}$"
+PROTECTED_ENV = frozenset({"CITYGRID_EDGE__COMMAND_PUBLIC_KEY", "CITYGRID_MQTT__CA_FILE"})
+STATE_DIR = f"/var/lib/{UNIT}"  # systemd's StateDirectory= for the unit
+
+
+class Device(BaseModel):
+    """One device to deploy to, as listed in the devices file; every value checked before use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    host: str = Field(pattern=r"^[A-Za-z0-9_.:\[\]][A-Za-z0-9_.:\[\]-]{0,252}$")
     device_key: Path
-    port: int = 22
-    user: str = "root"
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
     ssh_key: Path | None = None
-    root: str = "/opt/citygrid-edge"
-    python: str = "/usr/bin/python3"
-    # "pip" installs EDGE_REQUIREMENTS; "site:<dir>" reuses a pre-provisioned site-packages.
-    deps: str = "pip"
-    agent_args: str = "--modbus 127.0.0.1:502"
-    env: dict[str, str] = field(default_factory=dict)
+    root: SafePath = "/opt/citygrid-edge"
+    # A system interpreter only: the devices file cannot point the agent at another program.
+    python: str = Field(default="/usr/bin/python3", pattern=r"^/usr(/local)?/bin/python3(\.[0-9]{1,2})?$")
+    # "pip" installs EDGE_REQUIREMENTS; "provisioned" uses the operator's pre-provisioned site-packages
+    # (deploy_device's provisioned_site), never a directory named in the devices file.
+    deps: Literal["pip", "provisioned"] = "pip"
+    modbus: str = Field(default="127.0.0.1:502", pattern=r"^[A-Za-z0-9_.-]{1,253}:[0-9]{1,5}$")
+    district: str = Field(default="d1", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    env: dict[Annotated[str, StringConstraints(pattern=ENV_KEY)],
+              Annotated[str, StringConstraints(pattern=ENV_VALUE)]] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _not_trust_anchors(cls, env: dict[str, str]) -> dict[str, str]:
+        if protected := PROTECTED_ENV & set(env):
+            raise ValueError(f"{', '.join(sorted(protected))} come from the operator's settings, not a "
+                             "device entry")
+        return env
+
+    @classmethod
+    def parse(cls, entry: dict) -> Device:
+        """A device from its devices-file entry, or DeployError saying which value is refused."""
+        try:
+            return cls.model_validate(entry)
+        except ValidationError as exc:
+            where = entry.get("name", "?") if isinstance(entry, dict) else "?"
+            errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+            raise DeployError(f"device entry {str(where)[:64]!r} refused: {errors}") from None
 
 
 def _device_sources() -> list[tuple[Path, str]]:
@@ -93,13 +157,40 @@ def agent_env(s: CitygridSettings) -> dict[str, str]:
 
 
 def unit_file(d: Device) -> str:
-    """The systemd unit running the agent from `current`, restarted if it dies."""
-    return (f"[Unit]\nDescription=citygrid edge agent\nAfter=network-online.target\n\n[Service]\n"
-            f"EnvironmentFile={d.root}/config/agent.env\nWorkingDirectory={d.root}/state\n"
-            f"ExecStart={d.root}/current/venv/bin/python -m citygrid edge run "
-            f"--key {d.root}/config/device.key --outbox {d.root}/state/outbox.db {d.agent_args}\n"
-            "Restart=always\nRestartSec=2\n\n"
-            "[Install]\nWantedBy=multi-user.target\n")
+    """The systemd unit running the agent from `current` as a sandboxed, unprivileged service."""
+    d = Device.model_validate(d.model_dump())  # never render an unchecked value
+    return "\n".join([
+        "[Unit]", "Description=citygrid edge agent", "Wants=network-online.target",
+        "After=network-online.target", "",
+        "[Service]", "Type=simple",
+        f"EnvironmentFile={d.root}/config/agent.env",
+        # The key stays root's (0600); systemd hands the service a private copy in its credentials dir.
+        f"LoadCredential=device.key:{d.root}/config/device.key",
+        f"ExecStart={d.root}/current/venv/bin/python -m citygrid edge run --key %d/device.key "
+        f"--outbox {STATE_DIR}/outbox.db --modbus {d.modbus} --district {d.district}",
+        f"WorkingDirectory={STATE_DIR}",
+        "Restart=always", "RestartSec=2",
+        # Who it runs as and what it may touch: a fresh unprivileged user, only its state writable.
+        "DynamicUser=yes", f"StateDirectory={UNIT}", "StateDirectoryMode=0700", "UMask=0077",
+        "NoNewPrivileges=yes", "CapabilityBoundingSet=", "AmbientCapabilities=",
+        "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes",
+        "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes", "ProtectClock=yes", "ProtectHostname=yes", "ProtectProc=invisible",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX", "RestrictNamespaces=yes",
+        "RestrictRealtime=yes", "RestrictSUIDSGID=yes", "LockPersonality=yes", "RemoveIPC=yes",
+        "SystemCallArchitectures=native", "SystemCallFilter=@system-service",
+        "SystemCallFilter=~@privileged @resources", "SystemCallErrorNumber=EPERM", "",
+        "[Install]", "WantedBy=multi-user.target", "",
+    ])
+
+
+def env_file(env: dict[str, str]) -> str:
+    """The agent's environment file; a key or value that could add a line or a variable is refused."""
+    for k, v in env.items():
+        if not re.fullmatch(r"CITYGRID_[A-Z0-9_]{1,80}", k) or not re.fullmatch(ENV_VALUE, v):
+            raise DeployError(f"agent setting {k[:80]!r} has a name or value that cannot go in an "
+                              "environment file (newline, quote, `$`, `%` or `\\`)")
+    return "".join(f"{k}={v}\n" for k, v in sorted(env.items()))
 
 
 class Remote:
@@ -146,9 +237,14 @@ class Remote:
 
 
 def deploy_device(d: Device, archive: bytes, agent_env: dict[str, str],
-                  known_hosts: Path | None = None) -> str:
-    """Install or upgrade one device; return the release id now current. Rolls back on failure."""
-    release = hashlib.sha256(archive + d.deps.encode() + d.python.encode()).hexdigest()[:12]
+                  known_hosts: Path | None = None, provisioned_site: str | None = None) -> str:
+    """Install or upgrade one device; return the release id now current. Rolls back on failure.
+
+    `provisioned_site`: for deps "provisioned", the site-packages directory the operator provisioned on
+    the devices (an operator option, never a devices-file value)."""
+    d = Device.model_validate(d.model_dump())
+    site = _provisioned(d, provisioned_site)
+    release = hashlib.sha256(archive + d.deps.encode() + d.python.encode() + site.encode()).hexdigest()[:12]
     r = Remote(d, known_hosts)
     root, q = d.root, shlex.quote
     rel = f"{root}/releases/{release}"
@@ -162,7 +258,7 @@ def deploy_device(d: Device, archive: bytes, agent_env: dict[str, str],
         r.put(archive, f"{rel}/src.tar.gz")
         r.sh(f"tar -xzf {q(rel)}/src.tar.gz -C {q(rel)}/src && rm {q(rel)}/src.tar.gz")
         try:
-            _build_venv(r, d, rel)
+            _build_venv(r, d, rel, site)
             _write_config(r, d, agent_env)
             r.sh(f"{q(rel)}/venv/bin/python -m citygrid edge check --key {q(root)}/config/device.key",
                  timeout_s=120)
@@ -188,26 +284,36 @@ def deploy_device(d: Device, archive: bytes, agent_env: dict[str, str],
         r.close()
 
 
-def _build_venv(r: Remote, d: Device, rel: str) -> None:
+def _provisioned(d: Device, site: str | None) -> str:
+    if d.deps != "provisioned":
+        return ""
+    try:
+        return _safe_path(site or "")
+    except ValueError:
+        raise DeployError(f"{d.name}: deps 'provisioned' needs the operator's provisioned site-packages "
+                          "directory (a plain absolute path)") from None
+
+
+def _build_venv(r: Remote, d: Device, rel: str, site_dir: str) -> None:
     q = shlex.quote
     r.sh(f"{q(d.python)} -m venv {q(rel)}/venv")
     site = r.sh(f"{q(rel)}/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'"
                 ).strip()
-    # Sorted .pth files: the release's own sources come before any shared site.
+    # Sorted .pth files: the release's own sources come before any shared site. Each holds one plain
+    # path (validated), never an `import` line.
     r.put(f"{rel}/src\n".encode(), f"{site}/00-citygrid-release.pth")
-    if d.deps.startswith("site:"):
-        r.put(f"{d.deps[5:]}\n".encode(), f"{site}/zz-provisioned-site.pth")
-    elif d.deps == "pip":
+    if d.deps == "provisioned":
+        r.sh(f"test -d {q(site_dir)}")
+        r.put(f"{site_dir}\n".encode(), f"{site}/zz-provisioned-site.pth")
+    else:
         r.sh(f"{q(rel)}/venv/bin/pip install --quiet {' '.join(q(x) for x in EDGE_REQUIREMENTS)}",
              timeout_s=1800)
-    else:
-        raise DeployError(f"{d.name}: deps must be 'pip' or 'site:<dir>', not {d.deps!r}")
 
 
 def _write_config(r: Remote, d: Device, agent_env: dict[str, str]) -> None:
-    env = {**agent_env, **d.env, "CITYGRID_PATHS__MODELS_DIR": f"{d.root}/state/models",
-           "CITYGRID_PATHS__DATA_DIR": f"{d.root}/state"}
-    r.put("".join(f"{k}={v}\n" for k, v in sorted(env.items())).encode(), f"{d.root}/config/agent.env", 0o600)
+    env = {**agent_env, **d.env, "CITYGRID_PATHS__MODELS_DIR": f"{STATE_DIR}/models",
+           "CITYGRID_PATHS__DATA_DIR": STATE_DIR}
+    r.put(env_file(env).encode(), f"{d.root}/config/agent.env", 0o600)
     r.put(Path(d.device_key).read_bytes(), f"{d.root}/config/device.key", 0o600)
     r.put(unit_file(d).encode(), f"{d.root}/config/{UNIT}.service")
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup.sh
+bash scripts/setup.sh runtime
 export PYTHONPATH="$ROOT/.dev:$ROOT"
 names=("$@")
 if [ "${#names[@]}" -eq 0 ] || [ "${names[0]}" = all ]; then

@@ -25,7 +25,7 @@ def replay(devices: int = typer.Option(6, help="How many simulated devices."),
     from citygrid.sim.fleet import provision, replay_fleet
 
     s = get_settings()
-    fleet = provision(s.paths, devices)
+    fleet = provision(s, devices)
     sent = replay_fleet(s, fleet, steps)
     console.print(f"{sent} readings published from {len(fleet)} devices")
 

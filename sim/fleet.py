@@ -1,7 +1,7 @@
 """A local fleet of simulated devices replaying SimBench profiles, for demos and tests.
 
-Each device gets a real key (kept under <data_dir>/devices) registered in the
-device registry, exactly as a deployed device would be provisioned, and keeps
+Each device gets a real key (kept under <data_dir>/devices) and is enrolled (registry entry with
+kind, district and owner; its own broker identity) exactly as a deployed device would be, and keeps
 its next sequence number on disk so a later run continues where it stopped.
 """
 
@@ -15,12 +15,16 @@ from pathlib import Path
 
 from citygrid.edge.agent import EdgeAgent
 from citygrid.mqtt import Publisher
+from citygrid.ops.enroll import Credentials, enroll_device
 from citygrid.reading import Reading, SignedReading, sign_reading
-from citygrid.settings import CitygridSettings, PathSettings
-from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.settings import CitygridSettings
+from citygrid.signing import DeviceKey
 from citygrid.sim.profiles import STEP_S, Profile, ProfileReplay, load_profiles
 from citygrid.storage import atomic_write
 from citygrid.topics import readings_topic
+
+DISTRICT = "d1"  # the simulated feeder every fleet device is enrolled in
+OWNER = "citygrid-sim"
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,8 @@ class SimDevice:
     profile: Profile
     key: DeviceKey
     seq_file: Path
+    creds: Credentials  # its broker identity
+    district: str = DISTRICT
 
     def next_seq(self) -> int:
         """The sequence number the next reading gets."""
@@ -41,10 +47,11 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def provision(paths: PathSettings, count: int) -> list[SimDevice]:
-    """The first `count` devices (two meters per PV inverter), keys created and registered once."""
+def provision(s: CitygridSettings, count: int) -> list[SimDevice]:
+    """The first `count` devices (two meters per PV inverter), keys created once, each enrolled (with a
+    fresh broker password) in district `DISTRICT`."""
+    paths = s.paths
     profiles = load_profiles(paths.cache_dir)
-    registry_path = paths.device_registry
     meters = [p for p in profiles if p.kind == "meter"]
     pvs = [p for p in profiles if p.kind == "pv"]
     chosen: list[Profile] = []
@@ -52,7 +59,6 @@ def provision(paths: PathSettings, count: int) -> list[SimDevice]:
         for pool in (meters, meters, pvs):
             if pool and len(chosen) < count:
                 chosen.append(pool.pop(0))
-    registry = DeviceRegistry.load(registry_path)
     devices = []
     for p in chosen:
         path = paths.data_dir / "devices" / f"{slug(p.name)}.key"
@@ -61,9 +67,8 @@ def provision(paths: PathSettings, count: int) -> list[SimDevice]:
         else:
             key = DeviceKey.generate()
             key.save(path)
-        registry.add(key.public_key)
-        devices.append(SimDevice(p, key, path.with_suffix(".seq")))
-    registry.save(registry_path)
+        creds = enroll_device(s, key.public_key, p.kind, DISTRICT, OWNER)
+        devices.append(SimDevice(p, key, path.with_suffix(".seq"), creds))
     return devices
 
 
@@ -82,11 +87,11 @@ def replay_fleet(s: CitygridSettings, devices: list[SimDevice], steps: int) -> i
     start_ms, start_step = replay_clock(steps)
 
     def run(d: SimDevice) -> int:
-        pub = Publisher(s.mqtt, client_id=f"edge-{d.key.device_id}")
+        pub = Publisher(d.creds.apply(s.mqtt), client_id=d.creds.client_id)
         pub.connect()
         try:
             driver = ProfileReplay(d.profile, start_ms, start_step, steps)
-            agent = EdgeAgent(d.key, driver, pub, next_seq=d.next_seq())
+            agent = EdgeAgent(d.key, driver, pub, d.district, next_seq=d.next_seq())
             sent = agent.run()
             atomic_write(d.seq_file, str(agent.next_seq))  # a crash leaves the old number, not none
             return sent
@@ -97,17 +102,18 @@ def replay_fleet(s: CitygridSettings, devices: list[SimDevice], steps: int) -> i
         return sum(pool.map(run, devices))
 
 
-def send_bad_readings(s: CitygridSettings, victim: DeviceKey) -> int:
-    """Publish a malformed payload and a reading forged in `victim`'s name; return how many."""
+def send_bad_readings(s: CitygridSettings, victim: SimDevice) -> int:
+    """As a compromised `victim` (its own broker identity: nobody else may publish on its topic), publish
+    a malformed payload and a reading in its name signed by another key; return how many."""
     forger = DeviceKey.generate()
-    reading = Reading(device=victim.device_id, seq=10**9, ts_ms=int(time.time() * 1000),
-                      kind="meter", values={"p_kw": 99.0})
+    reading = Reading(device=victim.key.device_id, seq=10**9, ts_ms=int(time.time() * 1000),
+                      kind=victim.profile.kind, values={"p_kw": 99.0})
     forged = SignedReading(reading.body(), sign_reading(
         reading.model_copy(update={"device": forger.device_id}), forger).signature)
-    pub = Publisher(s.mqtt, client_id=f"forger-{forger.device_id}")
+    pub = Publisher(victim.creds.apply(s.mqtt), client_id=victim.creds.client_id)
     pub.connect()
     try:
-        topic = readings_topic(s.mqtt.readings_topic, "d1", victim.device_id)
+        topic = readings_topic(s.mqtt.readings_topic, victim.district, victim.key.device_id)
         pub.publish(topic, b"\x92not a reading")
         pub.publish(topic, forged.encode())
     finally:

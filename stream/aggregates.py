@@ -9,6 +9,10 @@ feeds the total to the same `observe` step the per-device learner runs.
 An interval closes when every member of the group has reported a later one (event time),
 because the readings topic is keyed by device and a worker interleaves its partitions;
 a member that stays silent for `aggregate_max_lag_steps` intervals stops holding it open.
+
+Group state is sealed like the per-device models (learning.encode_versioned): refused before it is
+unpickled unless the workers' state key authenticates it. A member record that does not parse is
+listed in `rejected` for the dead letters; a reading that does not verify is never routed.
 """
 
 from __future__ import annotations
@@ -19,19 +23,23 @@ from typing import Literal
 
 import structlog
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from citygrid.reading import reading_or_none
+from citygrid.reading import MAX_ABS_VALUE, Reading
+from citygrid.reading_check import MAX_INT64
 from citygrid.records import Forecast
+from citygrid.sealed import StateTampered
 from citygrid.settings import StreamSettings
+from citygrid.stream import metrics
 from citygrid.stream.errors import ModelStateError
 from citygrid.stream.forecasting import SeriesState, observe
-from citygrid.stream.learning import decode_versioned, domain_of, encode_versioned, pick_value
+from citygrid.stream.learning import decode_versioned, domain_of, encode_versioned, pick_value, state_key
 from citygrid.topics import DISTRICT_HEADER
 
 log = structlog.get_logger(__name__)
 
 STATE_VERSION = 1
+GROUP_AGGREGATES = b"group-aggregates"  # the table (and seal context) of the group states
 
 UNGROUPED = Counter("citygrid_stream_aggregate_ungrouped_total",
                     "Readings not aggregated: no district header, a kind no group sums, or unparseable")
@@ -47,16 +55,16 @@ Scope = Literal["feeder", "intersection"]
 class Member(BaseModel):
     """One reading as its group sees it: the record on the app's internal re-keyed topic."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     scope: Scope
-    group: str  # the district
-    kind: str
-    value: str  # the value name summed (p_kw, vehicles, …)
-    device: str
-    seq: int
-    ts_ms: int
-    x: float  # the reading's value
+    group: str = Field(max_length=128)  # the district
+    kind: str = Field(max_length=32)
+    value: str = Field(max_length=64)  # the value name summed (p_kw, vehicles, …)
+    device: str = Field(max_length=64)
+    seq: int = Field(ge=0, le=MAX_INT64)
+    ts_ms: int = Field(ge=0, le=MAX_INT64)
+    x: float = Field(ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)  # the reading's value
 
     def encode(self) -> bytes:
         """The JSON bytes written to the internal topic."""
@@ -75,13 +83,14 @@ def group_key(scope: str, district: str, kind: str) -> bytes:
     return f"{scope}/{district}/{kind}".encode()
 
 
-def route(envelope: bytes, headers: Mapping[str, bytes] | None,
-          s: StreamSettings) -> tuple[bytes, bytes] | None:
-    """(group key, member record) for a readings-topic record, or None if it belongs to no group."""
+def route(envelope: bytes, headers: Mapping[str, bytes] | None, s: StreamSettings,
+          verified: Callable[[bytes], Reading | None]) -> tuple[bytes, bytes] | None:
+    """(group key, member record) for a readings-topic record, or None if it belongs to no group or
+    `verified` (the worker's signature check) refuses it."""
     district = (headers or {}).get(DISTRICT_HEADER)
     if not district:
         return None
-    reading = reading_or_none(envelope)
+    reading = verified(envelope)
     if reading is None:
         return None
     scope, name = scope_of(reading.kind, s), pick_value(reading)
@@ -171,15 +180,17 @@ def _close(state: GroupState, interval: int) -> Forecast:
                     mae_persistence=mae["persistence"], mae_seasonal_naive=mae["seasonal_naive"])
 
 
-def encode_group(state: GroupState) -> bytes:
-    """Bytes for the group-aggregates table."""
-    return encode_versioned(state, STATE_VERSION)
+def encode_group(state: GroupState, key: bytes, group: bytes) -> bytes:
+    """Bytes for the group-aggregates table, sealed for `group` (the table key)."""
+    return encode_versioned(state, key, GROUP_AGGREGATES + b"/" + group, STATE_VERSION)
 
 
-def decode_group(raw: bytes) -> GroupState:
-    """The state `encode_group` wrote; ModelStateError if it cannot be restored."""
+def decode_group(raw: bytes, key: bytes, group: bytes) -> GroupState:
+    """The state `encode_group` wrote for `group`; StateTampered or ModelStateError if it cannot be
+    restored."""
     return decode_versioned(raw, GroupState, "a group's aggregate state",
-                            "the app's group-aggregates changelog topic", STATE_VERSION)
+                            "the app's group-aggregates changelog topic", key,
+                            GROUP_AGGREGATES + b"/" + group, STATE_VERSION)
 
 
 @dataclass
@@ -188,35 +199,47 @@ class AggregateBatch:
 
     states: dict[bytes, bytes] = field(default_factory=dict)
     forecasts: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Records that could not be processed: (their index in the batch, reason, error).
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def aggregate_batch(records: list[tuple[bytes, bytes]], stored: Callable[[bytes], bytes | None],
                     s: StreamSettings) -> AggregateBatch:
     """Add a batch of routed (group key, member record) records, in order; forecast closed intervals."""
+    secret = state_key(s)
     live: dict[bytes, GroupState] = {}
     out = AggregateBatch()
-    for key, raw_member in records:
+    for i, (key, raw_member) in enumerate(records):
         try:
             member = Member.model_validate_json(raw_member)
-        except ValidationError:
+        except ValidationError as exc:
             UNGROUPED.inc()  # only `route` writes these, but a bad record must not stop the group
+            out.rejected.append((i, "malformed", f"not a group member record: {str(exc)[:300]}"))
             continue
-        state = live.get(key)
-        if state is None:
-            live[key] = state = _restore(key, stored(key), member, s)
-        for forecast in add(state, member, s.aggregate_max_lag_steps):
-            out.forecasts.append((key, forecast.encode()))
+        try:
+            state = live.get(key)
+            if state is None:
+                live[key] = state = _restore(key, stored(key), member, s, secret)
+            for forecast in add(state, member, s.aggregate_max_lag_steps):
+                out.forecasts.append((key, forecast.encode()))
+        except Exception as exc:  # one record must never stop its group's later ones
+            out.rejected.append((i, "unprocessable", repr(exc)[:500]))
     for key, state in live.items():
-        out.states[key] = encode_group(state)
+        out.states[key] = encode_group(state, secret, key)
     return out
 
 
-def _restore(key: bytes, raw: bytes | None, member: Member, s: StreamSettings) -> GroupState:
+def _restore(key: bytes, raw: bytes | None, member: Member, s: StreamSettings, secret: bytes) -> GroupState:
     """The group's saved state, or a fresh one if it has none or it cannot be restored."""
     if raw is None:
         return new_group(member, s)
     try:
-        return decode_group(raw)
+        return decode_group(raw, secret, key)
+    except StateTampered as exc:
+        metrics.STATE_REFUSED.labels(GROUP_AGGREGATES.decode()).inc()
+        metrics.STATE_RESETS.inc()
+        log.error("aggregate_state_refused", group=key.decode(errors="replace"), error=str(exc))
+        return new_group(member, s)
     except ModelStateError as exc:
         log.error("aggregate_state_reset", group=key.decode(errors="replace"), error=str(exc))
         return new_group(member, s)

@@ -4,10 +4,16 @@ Agents stay thin; what they compute lives in plain functions (`stats_batch`,
 `learn_batch`, `route`, `aggregate_batch`, the market's `exchange`) that are
 tested without a broker. Tables are backed by changelog topics, so a restarted
 or rebalanced worker resumes each key's state.
+
+Trust: every reading is re-verified against the device registry before it is counted, learned or
+grouped; table state is sealed with the workers' state key (a worker refuses to start without one)
+and checked before it is unpickled; a record an agent cannot process goes to that agent's
+dead-letter topic and the agent carries on.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,14 +21,17 @@ from dataclasses import dataclass
 import faust
 from prometheus_client import Counter
 
-from citygrid.settings import CitygridSettings, StreamSettings
+from citygrid.kafka_clients import client_options
+from citygrid.reading_check import ReadingChecker
+from citygrid.settings import CitygridSettings, KafkaSettings, StreamSettings
 from citygrid.stream import metrics
 from citygrid.stream.aggregates import UNGROUPED, aggregate_batch, route
+from citygrid.stream.dead_letters import WORKER, send_dead
 from citygrid.stream.device_stats import stats_batch
 from citygrid.stream.fleet import FleetView
-from citygrid.stream.learning import LiveStates, learn_batch
+from citygrid.stream.learning import LiveStates, learn_batch, state_key
 from citygrid.stream.market.agents import register_market
-from citygrid.topics import aggregate_members_topic
+from citygrid.topics import aggregate_members_topic, dead_letters_topic
 
 PROCESSED = Counter("citygrid_stream_readings_total", "Readings processed by the stream worker")
 SKIPPED = Counter("citygrid_stream_skipped_total", "Records on the readings topic that did not parse")
@@ -38,12 +47,16 @@ class Channels:
     alerts: faust.TopicT
     by_group: faust.TopicT  # readings re-keyed by feeder or intersection (internal)
     stats_table: faust.Table  # device → its DeviceStats record
-    models_table: faust.Table  # device → its pickled models (learning.encode_state)
-    groups_table: faust.Table  # group → its pickled aggregate (aggregates.encode_group)
+    models_table: faust.Table  # device → its sealed, pickled models (learning.encode_state)
+    groups_table: faust.Table  # group → its sealed, pickled aggregate (aggregates.encode_group)
+    learner_dead: faust.TopicT  # readings the learner refused
+    aggregates_dead: faust.TopicT  # member records the aggregator refused
+    checker: ReadingChecker  # signature, canonical form and bounds against the device registry
 
 
 def make_app(s: CitygridSettings) -> faust.App:
-    """Build the app with its topics, tables and agents."""
+    """Build the app with its topics, tables and agents; ConfigError without a state key."""
+    state_key(s.stream)  # refuse to start: unsealed state would be trusted by nobody
     app = faust.App(
         s.kafka.stream_app_id,
         broker=f"kafka://{s.kafka.bootstrap}",
@@ -56,11 +69,23 @@ def make_app(s: CitygridSettings) -> faust.App:
         producer_acks=-1,
         # Forecasts, stats and changelog records go out one per reading: let aiokafka batch them.
         producer_linger=0.005,
+        broker_credentials=broker_credentials(s.kafka),
     )
     channels = declare_channels(app, s)
     add_agents(app, channels, s.stream)
     register_market(app, s)
     return app
+
+
+def broker_credentials(k: KafkaSettings) -> faust.SASLCredentials | None:
+    """The worker's Kafka principal (SCRAM over TLS, the broker's certificate checked), as
+    every other client of citygrid.kafka_clients connects."""
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    options = client_options(k)  # raises if the principal is missing
+    context = ssl.create_default_context(cafile=options.get("ssl_cafile"))
+    return faust.SASLCredentials(username=k.username, password=k.password, ssl_context=context,
+                                 mechanism=k.sasl_mechanism)
 
 
 def declare_channels(app: faust.App, s: CitygridSettings) -> Channels:
@@ -80,6 +105,9 @@ def declare_channels(app: faust.App, s: CitygridSettings) -> Channels:
         by_group=topic(aggregate_members_topic(k), internal=True, partitions=k.partitions),
         stats_table=table("device-stats"), models_table=table("device-models"),
         groups_table=table("group-aggregates"),
+        learner_dead=topic(dead_letters_topic(k.readings_topic, WORKER)),
+        aggregates_dead=topic(dead_letters_topic(aggregate_members_topic(k), WORKER)),
+        checker=ReadingChecker(s.paths.device_registry),
     )
 
 
@@ -92,10 +120,12 @@ def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
     """
     fleet, live_states = FleetView(), LiveStates()
 
+    verified = c.checker.reading_or_none
+
     @app.agent(c.readings)
     async def process(stream: faust.Stream) -> None:
         async for events in _batches(stream, s):
-            batch = stats_batch(_records(events), c.stats_table.get, fleet.observe)
+            batch = stats_batch(_records(events), c.stats_table.get, fleet.observe, verified)
             SKIPPED.inc(batch.skipped)
             PROCESSED.inc(len(batch.records))
             await _send(c.stats, batch.records)
@@ -105,9 +135,11 @@ def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
     async def learn(stream: faust.Stream) -> None:
         async for events in _batches(stream, s):
             t0 = time.perf_counter()
-            batch = learn_batch(_records(events), c.models_table.get, s, live_states)
+            batch = learn_batch(_records(events), c.models_table.get, s, live_states, c.checker.check)
             await _send(c.forecasts, batch.forecasts)
             await _send(c.alerts, batch.alerts)
+            for i, reason, error in batch.rejected:
+                await send_dead(c.learner_dead, "learner", events[i], reason, error)
             c.models_table.update(batch.states)
             SKIPPED.inc(batch.skipped)
             _observe_lag(app, events)
@@ -117,7 +149,7 @@ def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
     async def regroup(stream: faust.Stream) -> None:
         # Re-key by group (district, kind) so each group's sums and model live on one worker.
         async for event in stream.events():
-            routed = route(event.value, event.headers, s)
+            routed = route(event.value, event.headers, s, verified)
             if routed is None:
                 UNGROUPED.inc()
                 continue
@@ -128,6 +160,8 @@ def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
         async for events in _batches(stream, s):
             batch = aggregate_batch(_records(events), c.groups_table.get, s)
             await _send(c.forecasts, batch.forecasts)
+            for i, reason, error in batch.rejected:
+                await send_dead(c.aggregates_dead, "aggregates", events[i], reason, error)
             c.groups_table.update(batch.states)
 
 

@@ -7,7 +7,7 @@ import typer
 from citygrid.lifecycle import stop_event_on_signals
 from citygrid.observability import serve_metrics
 from citygrid.settings import get_settings
-from citygrid.topics import stream_output_topics
+from citygrid.topics import stream_output_topics, worker_output_topics
 
 app = typer.Typer()
 
@@ -43,5 +43,5 @@ def worker() -> None:
 
     s = get_settings()
     serve_metrics(s.metrics_port)
-    ensure_topics(s.kafka, stream_output_topics(s))
+    ensure_topics(s.kafka, worker_output_topics(s))
     faust.Worker(make_app(s), loglevel="WARNING", quiet=True).execute_from_commandline()

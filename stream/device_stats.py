@@ -42,16 +42,19 @@ class StatsBatch:
 
 
 def stats_batch(records: list[tuple[bytes | None, bytes]], stored: Callable[[bytes], bytes | None],
-                observe: Callable[[Reading], None] = lambda _r: None) -> StatsBatch:
+                observe: Callable[[Reading], None] = lambda _r: None,
+                verified: Callable[[bytes], Reading | None] = reading_or_none) -> StatsBatch:
     """Fold a batch of readings topic records (key, envelope) into their devices' statistics.
 
     `stored` gives a device's statistics as the table holds them; `observe` sees every reading
-    (the fleet view). The table needs each device's latest record only, once per batch.
+    (the fleet view); `verified` parses an envelope (the worker's also checks its signature; the
+    learner dead-letters what fails, this only skips and counts it). The table needs each device's
+    latest record only, once per batch.
     """
     out = StatsBatch()
     current: dict[bytes, DeviceStats | None] = {}
     for _key, envelope in records:
-        reading = reading_or_none(envelope)
+        reading = verified(envelope)
         if reading is None:
             out.skipped += 1
             continue
@@ -59,7 +62,12 @@ def stats_batch(records: list[tuple[bytes | None, bytes]], stored: Callable[[byt
         key = reading.device.encode()
         if key not in current:
             current[key] = _restore(key, stored(key))
-        current[key] = stats = update_stats(current[key], reading)
+        try:
+            stats = update_stats(current[key], reading)
+        except ValueError as exc:  # a stored record the reading cannot fold into (pydantic's error)
+            log.error("device_stats_reset", device=reading.device, error=str(exc)[:300])
+            stats = update_stats(None, reading)
+        current[key] = stats
         out.latest[key] = encoded = stats.encode()
         out.records.append((key, encoded))
     return out

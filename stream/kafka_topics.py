@@ -6,11 +6,12 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import TopicAlreadyExistsError
 
+from citygrid import kafka_clients
 from citygrid.settings import KafkaSettings
 
 Offsets = dict[TopicPartition, int]
@@ -19,21 +20,21 @@ Offsets = dict[TopicPartition, int]
 def ensure_topics(s: KafkaSettings, names: list[str] | None = None) -> None:
     """Create the readings and dead-letter topics (or `names`) if missing."""
     names = names or [s.readings_topic, s.dead_letter_topic]
-    admin = KafkaAdminClient(bootstrap_servers=s.bootstrap)
+    client = kafka_clients.admin(s)
     try:
-        existing = set(admin.list_topics())
+        existing = set(client.list_topics())
         new = [NewTopic(n, s.partitions, 1) for n in names if n not in existing]
         # Another process may create one between list and create.
         with contextlib.suppress(TopicAlreadyExistsError):
             if new:
-                admin.create_topics(new)
+                client.create_topics(new)
     finally:
-        admin.close()
+        client.close()
 
 
 def _reader(s: KafkaSettings, **options: object) -> KafkaConsumer:
     # No group and no commits: these reads are snapshots, never a consumer's progress.
-    return KafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False, **options)
+    return kafka_clients.consumer(s, enable_auto_commit=False, **options)
 
 
 def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:

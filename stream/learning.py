@@ -4,6 +4,15 @@ Per device: a one-step-ahead forecaster (energy: load/PV kW per 15 min;
 traffic: vehicles per interval), an anomaly detector and a drift detector.
 The Faust table stores `encode_state(...)` per device and its changelog
 restores it, so nothing here knows about Kafka.
+
+The state is a pickle (River models are plain Python objects), and a pickle runs code when it is
+loaded, while anyone who can write the changelog topic can put bytes there. So every state is
+sealed (citygrid.sealed: HMAC-SHA256 under `stream.state_key`, a secret only the workers hold, bound
+to the table and key it belongs to) and its tag is checked before anything is unpickled; state that
+is not ours is refused, counted, and the device relearns from scratch.
+
+Readings are re-verified here too (the worker passes a `ReadingChecker`): a record on the readings
+topic that is not signed by its registered device is skipped, counted and dead-lettered, never learned.
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ from typing import TypeVar
 
 import structlog
 
-from citygrid.reading import Reading, reading_or_none
+from citygrid.errors import ConfigError, ReadingRejected
+from citygrid.reading import Reading, SignedReading
 from citygrid.records import Alert, Forecast
+from citygrid.sealed import StateTampered, seal, unseal
 from citygrid.settings import StreamSettings
 from citygrid.stream import metrics
 from citygrid.stream.anomaly import Watch
@@ -109,18 +120,32 @@ def process(state: DeviceState, reading: Reading) -> Outcome | None:
     return Outcome(forecast, alert, drift, step.error, state.domain)
 
 
-def encode_versioned(state: object, version: int = STATE_VERSION) -> bytes:
-    """Bytes for a Faust table: the state pickled (River models are plain Python objects) with the
-    version of its layout, so a worker can tell a state it cannot use from one it can."""
-    return pickle.dumps((version, state), protocol=pickle.HIGHEST_PROTOCOL)
+DEVICE_MODELS = b"device-models"  # the table (and seal context) of the per-device models
 
 
-def decode_versioned(raw: bytes, kind: type[T], what: str, changelog: str,
+def state_key(s: StreamSettings) -> bytes:
+    """The workers' state key; ConfigError if none is set (a worker refuses to start without it)."""
+    if not s.state_key:
+        raise ConfigError("no stream.state_key: set CITYGRID_STREAM__STATE_KEY (at least 32 characters, "
+                          "e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`), the secret "
+                          "that authenticates the workers' table state; only the workers may hold it")
+    return s.state_key.encode()
+
+
+def encode_versioned(state: object, key: bytes, context: bytes, version: int = STATE_VERSION) -> bytes:
+    """Bytes for a Faust table: the state pickled with the version of its layout (so a worker can tell
+    a state it cannot use), sealed under the workers' `key` for `context` (table and table key)."""
+    return seal(key, context, pickle.dumps((version, state), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def decode_versioned(raw: bytes, kind: type[T], what: str, changelog: str, key: bytes, context: bytes,
                      version_now: int = STATE_VERSION) -> T:
-    """The state `encode_versioned` wrote; ModelStateError (saying what to do) if it cannot be
-    restored. `what` names the state in messages, `changelog` the topic to delete."""
+    """The state `encode_versioned` wrote; StateTampered if its seal does not hold (checked before
+    anything is unpickled), ModelStateError (saying what to do) if it cannot be restored. `what` names
+    the state in messages, `changelog` the topic to delete."""
+    payload = unseal(key, context, raw)  # raises before pickle ever sees bytes we did not write
     try:
-        version, state = pickle.loads(raw)  # only our own changelog, written by encode_versioned
+        version, state = pickle.loads(payload)  # authenticated: written by a worker holding the key
     except Exception as exc:
         raise ModelStateError(
             f"{what} in the changelog cannot be read ({exc}); delete {changelog} to start from scratch"
@@ -133,14 +158,16 @@ def decode_versioned(raw: bytes, kind: type[T], what: str, changelog: str,
     return state
 
 
-def encode_state(state: DeviceState) -> bytes:
-    """Bytes for the device-models table."""
-    return encode_versioned(state)
+def encode_state(state: DeviceState, key: bytes, device: bytes) -> bytes:
+    """Bytes for the device-models table, sealed for `device` (the table key)."""
+    return encode_versioned(state, key, DEVICE_MODELS + b"/" + device)
 
 
-def decode_state(raw: bytes) -> DeviceState:
-    """The state `encode_state` wrote; ModelStateError if it cannot be restored."""
-    return decode_versioned(raw, DeviceState, "a device's model state", "the app's changelog topic")
+def decode_state(raw: bytes, key: bytes, device: bytes) -> DeviceState:
+    """The state `encode_state` wrote for `device`; StateTampered or ModelStateError if it cannot be
+    restored."""
+    return decode_versioned(raw, DeviceState, "a device's model state", "the app's changelog topic",
+                            key, DEVICE_MODELS + b"/" + device)
 
 
 @dataclass
@@ -151,6 +178,14 @@ class Batch:
     forecasts: list[tuple[bytes, bytes]] = field(default_factory=list)
     alerts: list[tuple[bytes, bytes]] = field(default_factory=list)
     skipped: int = 0
+    # Records that did not verify: (their index in the batch, reason, error), for the dead letters.
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+def parse_only(envelope: bytes) -> Reading:
+    """The reading in an envelope, signature unchecked: for offline runs on data already verified.
+    The worker checks signatures (`citygrid.reading_check.ReadingChecker.check`)."""
+    return SignedReading.decode(envelope).reading()
 
 
 class LiveStates:
@@ -160,13 +195,13 @@ class LiveStates:
     def __init__(self) -> None:
         self._live: dict[bytes, tuple[bytes, DeviceState]] = {}
 
-    def get(self, key: bytes, raw: bytes) -> DeviceState:
-        """The state stored as `raw`, unpickled only if this worker did not write it."""
+    def get(self, key: bytes, raw: bytes, secret: bytes) -> DeviceState:
+        """The state stored as `raw`, unsealed and unpickled only if this worker did not write it."""
         hit = self._live.get(key)
         if hit is not None and hit[0] is raw:
             return hit[1]
         metrics.STATE_DECODES.inc()
-        return decode_state(raw)
+        return decode_state(raw, secret, key)
 
     def put(self, key: bytes, raw: bytes, state: DeviceState) -> None:
         """Remember the state just saved as `raw`."""
@@ -174,19 +209,31 @@ class LiveStates:
 
 
 def learn_batch(records: list[tuple[bytes | None, bytes]], stored: Callable[[bytes], bytes | None],
-                s: StreamSettings, cache: LiveStates | None = None) -> Batch:
+                s: StreamSettings, cache: LiveStates | None = None,
+                check: Callable[[bytes], Reading] = parse_only) -> Batch:
     """Learn from a batch of readings topic records (key, envelope), in order.
 
-    Each device's state is encoded once per batch (and decoded only when another
-    worker wrote it), which keeps checkpointing cheap next to the learning itself.
+    `check` turns an envelope into its reading or raises ReadingRejected (the worker's verifies the
+    signature); a rejected record is skipped and listed in `rejected`. Each device's state is encoded
+    once per batch (and decoded only when another worker wrote it), which keeps checkpointing cheap
+    next to the learning itself.
     """
     cache = cache or LiveStates()
+    secret = state_key(s)
     live: dict[bytes, DeviceState] = {}
     tally: Counter[tuple[str, str]] = Counter()
     out = Batch()
-    for _key, envelope in records:
-        reading = reading_or_none(envelope)
-        outcome = _learn_one(reading, live, stored, cache, s) if reading is not None else None
+    for i, (_key, envelope) in enumerate(records):
+        try:
+            reading = check(envelope)
+            outcome = _learn_one(reading, live, stored, cache, s, secret)
+        except ReadingRejected as exc:
+            metrics.UNVERIFIED.labels(exc.reason).inc()
+            out.rejected.append((i, exc.reason, str(exc)))
+            outcome = None
+        except Exception as exc:  # one record must never stop learning for every later one
+            out.rejected.append((i, "unprocessable", repr(exc)))
+            outcome = None
         if outcome is None:
             out.skipped += 1
             continue
@@ -196,21 +243,24 @@ def learn_batch(records: list[tuple[bytes | None, bytes]], stored: Callable[[byt
         if outcome.alert is not None:
             out.alerts.append((key, outcome.alert.encode()))
     _publish_tally(tally, live)
-    for key, state in live.items():
-        out.states[key] = raw = encode_state(state)
-        cache.put(key, raw, state)
+    for device, state in live.items():
+        out.states[device] = raw = encode_state(state, secret, device)
+        cache.put(device, raw, state)
     return out
 
 
 def _learn_one(reading: Reading, live: dict[bytes, DeviceState], stored: Callable[[bytes], bytes | None],
-               cache: LiveStates, s: StreamSettings) -> Outcome | None:
+               cache: LiveStates, s: StreamSettings, secret: bytes) -> Outcome | None:
     """Process one reading with its device's state, restored (or started) when first seen in the batch."""
     key = reading.device.encode()
     state = live.get(key)
     if state is None:
         raw = stored(key)
         try:
-            state = cache.get(key, raw) if raw is not None else new_state(reading, s)
+            state = cache.get(key, raw, secret) if raw is not None else new_state(reading, s)
+        except StateTampered as exc:
+            metrics.STATE_REFUSED.labels(DEVICE_MODELS.decode()).inc()
+            state = _reset(reading, s, exc)
         except ModelStateError as exc:
             state = _reset(reading, s, exc)
         if state is None:

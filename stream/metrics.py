@@ -23,3 +23,8 @@ STATE_RESETS = Counter("citygrid_stream_state_resets_total",
                        "Device model states that could not be restored or used and were started afresh")
 STATE_DECODES = Counter("citygrid_stream_state_decodes_total",
                         "Device model states unpickled from the table (restores and rebalances)")
+STATE_REFUSED = Counter("citygrid_stream_state_refused_total",
+                        "Table states refused before unpickling: not sealed by the workers' state key",
+                        ["table"])
+UNVERIFIED = Counter("citygrid_stream_unverified_total",
+                     "Readings-topic records the learner skipped because they did not verify", ["reason"])

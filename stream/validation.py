@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from citygrid.errors import DuplicateReading, OutOfRange, ReplayedReading
+from citygrid.errors import DeviceRevoked, DuplicateReading, OutOfRange, ReplayedReading, TopicMismatch
 from citygrid.reading import Reading, SignedReading
 from citygrid.signing import DeviceRegistry
 
@@ -60,10 +60,12 @@ class IngestValidator:
     max_future_ms: int = 5 * 60 * 1000
     max_age_ms: int = 30 * 24 * 3600 * 1000
 
-    def check(self, payload: bytes, now_ms: int) -> Reading:
+    def check(self, payload: bytes, now_ms: int, district: str | None = None) -> Reading:
         """Return the verified reading or raise a ReadingRejected subclass; on success the
-        reading counts as accepted (call `window.forget` if storing it fails)."""
+        reading counts as accepted (call `window.forget` if storing it fails). `district` is the one
+        in the reading's MQTT topic: it must be the device's enrolled district."""
         reading = SignedReading.decode(payload).verify(self.registry)
+        self.check_enrolment(reading, district)
         if reading.ts_ms > now_ms + self.max_future_ms:
             raise OutOfRange(f"timestamp {reading.ts_ms} is in the future (now {now_ms})")
         if reading.ts_ms < now_ms - self.max_age_ms:
@@ -71,3 +73,16 @@ class IngestValidator:
         self.window.check(reading.device, reading.seq)
         self.window.accept(reading.device, reading.seq)
         return reading
+
+    def check_enrolment(self, reading: Reading, district: str | None) -> None:
+        """Refuse a revoked device, and a reading whose topic's district or whose kind is not what the
+        device was enrolled as (a key-only entry from before enrolment keeps the topic's district)."""
+        entry = self.registry.enrolment(reading.device)
+        if entry.revoked:
+            raise DeviceRevoked(f"device {reading.device} was revoked at {entry.revoked_at_ms}")
+        if entry.district is not None and district != entry.district:
+            raise TopicMismatch(f"device {reading.device} is enrolled in district {entry.district!r}, "
+                                f"not {district!r}")
+        if entry.kind is not None and reading.kind != entry.kind:
+            raise TopicMismatch(f"device {reading.device} is enrolled as {entry.kind!r}, "
+                                f"not {reading.kind!r}")

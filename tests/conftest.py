@@ -3,8 +3,9 @@
 Integration tests run against the real local servers (Mosquitto, Kafka, the dev
 chain), started once per session by `citygrid.devtools.local_servers` exactly as the demo
 starts them. If a server cannot start, the tests that need it error loudly.
-Each test gets its own topics, MQTT topic root and client ids, so tests never
-see each other's data even though the servers are shared.
+Each test gets its own topics, MQTT topic roots, broker identities and client ids, so tests never
+see each other's data even though the servers are shared. The broker is TLS-only and knows no
+anonymous client: `live` connects as the test's ingest; `support.enrol` enrols a device.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import isolated_settings
+from support import as_service, isolated_settings
 
 from citygrid.devtools import local_servers
 from citygrid.settings import CitygridSettings
@@ -38,12 +39,15 @@ def settings(tmp_path: Path) -> CitygridSettings:
 
 @pytest.fixture
 def live(servers: CitygridSettings, tmp_path: Path) -> CitygridSettings:
-    """Isolated settings for a test on the real servers, with its Kafka topics created and the
-    ingest's MQTT session prepared."""
+    """Isolated settings for a test on the real servers, connecting to the broker as the test's own
+    ingest (`support.enrol` / `support.as_service` give the other identities), with its Kafka topics
+    created and the ingest's MQTT session prepared."""
+    from citygrid.ops.kafka_access import apply
     from citygrid.stream.ingest import prepare_session
     from citygrid.stream.kafka_topics import ensure_topics
 
-    s = isolated_settings(tmp_path)
+    s = as_service(isolated_settings(tmp_path), "ingest")
     ensure_topics(s.kafka, [s.kafka.readings_topic, s.kafka.dead_letter_topic, s.kafka.stats_topic])
+    apply(s)  # every service's ACLs on this test's own topics and groups
     prepare_session(s)
     return s

@@ -17,9 +17,11 @@ import time
 import faust
 
 from citygrid.settings import CitygridSettings
+from citygrid.stream.dead_letters import WORKER, send_dead
 from citygrid.stream.market.book import IntervalBooks
-from citygrid.stream.market.exchange import accept_order, clear_due, place_forecast
+from citygrid.stream.market.exchange import Refused, clear_due, take_forecast, take_order
 from citygrid.stream.market.participants import ForecastPositions, load_participants
+from citygrid.topics import dead_letters_topic
 
 
 def register_market(app: faust.App, s: CitygridSettings) -> IntervalBooks:
@@ -31,16 +33,31 @@ def register_market(app: faust.App, s: CitygridSettings) -> IntervalBooks:
     positions = (ForecastPositions(load_participants(m.participants_file), m.interval_s)
                  if m.participants_file else None)
 
+    orders_dead = app.topic(dead_letters_topic(s.kafka.orders_topic, WORKER),
+                            key_type=bytes, value_type=bytes)
+    forecasts_dead = app.topic(dead_letters_topic(s.kafka.forecasts_topic, WORKER),
+                               key_type=bytes, value_type=bytes)
+
     @app.agent(orders_topic)
     async def collect_orders(stream: faust.Stream) -> None:
-        async for value in stream:
-            accept_order(books, value)
+        async for event in stream.events():
+            try:
+                take_order(books, event.value)
+            except Refused as exc:
+                await send_dead(orders_dead, "market", event, exc.reason, str(exc))
+            except Exception as exc:  # one record must never stop the market
+                await send_dead(orders_dead, "market", event, "unprocessable", repr(exc))
 
     if positions is not None:
         @app.agent(app.topic(s.kafka.forecasts_topic, key_type=bytes, value_type=bytes))
         async def orders_from_forecasts(stream: faust.Stream) -> None:
-            async for value in stream:
-                place_forecast(books, positions, value)
+            async for event in stream.events():
+                try:
+                    take_forecast(books, positions, event.value)
+                except Refused as exc:
+                    await send_dead(forecasts_dead, "market", event, exc.reason, str(exc))
+                except Exception as exc:  # one record must never stop the market
+                    await send_dead(forecasts_dead, "market", event, "unprocessable", repr(exc))
 
     @app.timer(interval=m.tick_s)
     async def clear_books() -> None:

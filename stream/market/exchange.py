@@ -8,13 +8,14 @@ Faust agents in `agents.py` only move records between Kafka and these functions.
 from __future__ import annotations
 
 import time
+from typing import NoReturn
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from citygrid.market import Mechanism, Order, Trade
-from citygrid.records import Forecast, RecordRejected
+from citygrid.records import MAX_RECORD_BYTES, Forecast, RecordRejected
 from citygrid.settings import MarketSettings
 from citygrid.stream.market.auction import clear
 from citygrid.stream.market.book import IntervalBooks
@@ -33,41 +34,66 @@ CLEARING_PRICE = Gauge("citygrid_market_clearing_price",
                        "Clearing price of the last cleared interval (planck per Wh)")
 
 
-def accept_order(books: IntervalBooks, raw: bytes) -> bool:
-    """Put an order record into its interval's book; False (counted, logged) if invalid or too late."""
+class Refused(Exception):
+    """A record the market cannot take: `reason` (short) for the dead letter, and the error."""
+
+    def __init__(self, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+
+
+def take_order(books: IntervalBooks, raw: bytes) -> None:
+    """Put an order record into its interval's book, or raise Refused (counted) saying why not."""
+    if len(raw) > MAX_RECORD_BYTES:
+        _refuse("market_order_invalid", "too_large", f"order record of {len(raw)} bytes")
     try:
         order = Order.model_validate_json(raw)
     except ValidationError as exc:
-        return _refuse("market_order_invalid", error=str(exc)[:200])
+        _refuse("market_order_invalid", "malformed", f"not an Order record: {str(exc)[:300]}")
     if not books.add(order):
-        return _refuse("market_order_late", order=order.order_id, interval=order.interval_start_ms)
+        _refuse("market_order_late", "late",
+                f"order {order.order_id} for interval {order.interval_start_ms} came after its gate closed")
     ORDERS.inc()
+
+
+def accept_order(books: IntervalBooks, raw: bytes) -> bool:
+    """Put an order record into its interval's book; False (counted, logged) if invalid or too late."""
+    try:
+        take_order(books, raw)
+    except Refused:
+        return False
     return True
 
 
-def place_forecast(books: IntervalBooks, positions: ForecastPositions, raw: bytes) -> bool:
-    """Turn a forecast record into its participant's revised order; False if it placed none.
-
-    A record that is not a forecast is counted and skipped, never fatal: the topic is shared.
-    """
+def take_forecast(books: IntervalBooks, positions: ForecastPositions, raw: bytes) -> bool:
+    """Turn a forecast record into its participant's revised order; False if it is not a participant's
+    power forecast (the topic is shared); Refused (counted) if it is no forecast or too late."""
     try:
         forecast = Forecast.decode(raw)
     except RecordRejected as exc:
-        return _refuse("market_forecast_invalid", error=str(exc)[:200])
+        _refuse("market_forecast_invalid", "malformed", str(exc)[:300])
     placed = positions.update(forecast)
     if placed is None:
         return False  # not a participant's device, or not a power forecast
     participant, start, order = placed
     if not books.place_position(participant, start, order):
-        return _refuse("market_forecast_late", participant=participant, interval=start)
+        _refuse("market_forecast_late", "late", f"{participant}'s forecast for interval {start} came late")
     FORECAST_ORDERS.inc()
     return True
 
 
-def _refuse(event: str, **fields: object) -> bool:
+def place_forecast(books: IntervalBooks, positions: ForecastPositions, raw: bytes) -> bool:
+    """`take_forecast`, with a refusal as False: a record that is not a forecast is never fatal."""
+    try:
+        return take_forecast(books, positions, raw)
+    except Refused:
+        return False
+
+
+def _refuse(event: str, reason: str, error: str) -> NoReturn:
     REFUSED.inc()
-    log.warning(event, **fields)
-    return False
+    log.warning(event, reason=reason, error=error)
+    raise Refused(reason, error)
 
 
 def clear_due(books: IntervalBooks, now_ms: int, m: MarketSettings,

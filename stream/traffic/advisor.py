@@ -8,6 +8,11 @@ readings topic's partitions exactly as the Faust workers do, and it can be
 restarted without rebalancing the learning app. Its forecasters live in
 memory: after a restart they relearn within a few intervals, during which the
 intersections run advice from untrained (persistence-like) forecasts.
+
+Every advice is a signed command (citygrid.commands): signed with the command
+authority's key (TrafficSettings.command_key_file; the advisor refuses to start
+without it), naming the intersection, expiring `advice_ttl_s` after issue, and
+numbered so that a replay is refused by the light.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import threading
 import time
 
 import structlog
-from kafka import KafkaConsumer
 from prometheus_client import Counter
 
-from citygrid.errors import ReadingRejected
+from citygrid import kafka_clients
+from citygrid.commands import CommandIssuer
+from citygrid.errors import ConfigError, ReadingRejected
 from citygrid.mqtt import Publisher
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
+from citygrid.signing import DeviceKey
 from citygrid.stream.learning import domain_of
 from citygrid.stream.traffic.advice import Advisor
 from citygrid.topics import advisor_group, commands_topic
@@ -35,6 +42,11 @@ class TrafficAdvisor:
     """Consumes traffic readings (already verified by the ingest) and publishes each light's advice."""
 
     def __init__(self, s: CitygridSettings) -> None:
+        if s.traffic.command_key_file is None:
+            raise ConfigError("the advisor signs every advice: set CITYGRID_TRAFFIC__COMMAND_KEY_FILE to the "
+                              "command authority's key file (its public key is the devices' "
+                              "CITYGRID_EDGE__COMMAND_PUBLIC_KEY)")
+        self.issuer = CommandIssuer(DeviceKey.load(s.traffic.command_key_file))
         self.settings = s
         self.advisor = Advisor(s.traffic, s.stream)
         self.publisher = Publisher(s.mqtt, client_id=f"{advisor_group(s.kafka)}-{int(time.time() * 1000)}")
@@ -53,7 +65,7 @@ class TrafficAdvisor:
             return False
         topic = commands_topic(self.settings.mqtt.commands_topic, self.settings.traffic.district,
                                reading.device)
-        self.publisher.publish_async(topic, advice.encode())
+        self.publisher.publish_async(topic, self.issuer.advice(advice, self.settings.traffic.advice_ttl_s))
         ADVICE_SENT.inc()
         self.sent += 1
         log.debug("traffic_advice_sent", device=reading.device, cycle_s=advice.cycle_s,
@@ -64,9 +76,8 @@ class TrafficAdvisor:
         """Consume until `stop` is set."""
         s = self.settings
         self.publisher.connect()
-        consumer = KafkaConsumer(s.kafka.readings_topic, bootstrap_servers=s.kafka.bootstrap,
-                                 group_id=advisor_group(s.kafka), auto_offset_reset="earliest",
-                                 enable_auto_commit=True)
+        consumer = kafka_clients.consumer(s.kafka, s.kafka.readings_topic, group_id=advisor_group(s.kafka),
+                                          auto_offset_reset="earliest", enable_auto_commit=True)
         log.info("traffic_advisor_started", topic=s.kafka.readings_topic, group=advisor_group(s.kafka))
         try:
             while not stop.is_set():

@@ -42,7 +42,7 @@ def test_signed_readings_travel_from_edge_to_chain_and_prove_inclusion(
 ) -> None:
     s = live.model_copy(update={"anchor": live.anchor.model_copy(update={"interval_s": 3600,
                                                                          "idle_flush_s": 1.0})})
-    fleet = provision(s.paths, 3)
+    fleet = provision(s, 3)
     before = {r: rejected(r) for r in ("malformed", "bad_signature", "duplicate")}
     stop_event = threading.Event()
     ingest = Ingest(s)
@@ -55,12 +55,13 @@ def test_signed_readings_travel_from_edge_to_chain_and_prove_inclusion(
     try:
         sent = replay_fleet(s, fleet, steps=8)
         assert sent == 24
-        bad = send_bad_readings(s, fleet[0].key)
+        bad = send_bad_readings(s, fleet[0])
         wait_until(what="readings in Kafka", check=lambda: topic_end(s.kafka, s.kafka.readings_topic) >= sent)
 
         # Replay one genuine reading: the ingest must refuse it as a duplicate.
         replayed = read_topic(s.kafka, s.kafka.readings_topic)[0].value
-        pub = Publisher(s.mqtt, "replayer")
+        # Only the device itself may publish on its topic: replayed by the device's own identity.
+        pub = Publisher(fleet[0].creds.apply(s.mqtt), "replayer")
         pub.connect()
         pub.publish(readings_topic(s.mqtt.readings_topic, "d1", fleet[0].key.device_id), replayed)
         pub.close()
@@ -125,7 +126,7 @@ def test_ledger_cli_verifies_a_proof_and_refuses_a_tampered_one(
     live: CitygridSettings, tmp_path: Path
 ) -> None:
     s = live.model_copy(update={"anchor": live.anchor.model_copy(update={"idle_flush_s": 0.5})})
-    fleet = provision(s.paths, 1)
+    fleet = provision(s, 1)
     stop_event = threading.Event()
     ingest, anchorer = Ingest(s), Anchorer.from_settings(s)
     threads = [threading.Thread(target=x.run, args=(stop_event,)) for x in (ingest, anchorer)]

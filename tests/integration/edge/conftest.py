@@ -3,18 +3,15 @@ stopped and restarted without touching the shared broker) and an in-process inge
 
 from __future__ import annotations
 
-import getpass
-import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import free_port, wait_until
+from support import as_service, free_port, wait_until
 
-from citygrid.devtools.local_servers import port_open
+from citygrid.devtools.local_servers import mosquitto_server
 from citygrid.settings import CitygridSettings
 from citygrid.stream.ingest import Ingest, prepare_session
 from citygrid.stream.kafka_topics import read_topic
@@ -22,35 +19,21 @@ from citygrid.stream.kafka_topics import read_topic
 
 @dataclass
 class OwnBroker:
-    """A Mosquitto on a free port with persistence, so queued sessions survive a restart."""
+    """The local platform's Mosquitto (TLS only, identities from the dynamic-security plugin) on a free
+    port with its own files, so queued sessions survive a restart and stopping it touches no one else."""
 
     dir: Path
     port: int
-    proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        self.server = mosquitto_server(CitygridSettings(), self.port, self.dir)
 
     def start(self) -> None:
-        (self.dir / "data").mkdir(parents=True, exist_ok=True)
-        conf = self.dir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nuser {getpass.getuser()}\n"
-            f"persistence true\npersistence_location {self.dir / 'data'}/\n"
-            "max_queued_messages 2000000\nmax_inflight_messages 1000\nlog_dest stdout\n")
-        logf = open(self.dir / "log", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        wait_until(self._listening, 10, "the test's mosquitto to listen", every_s=0.05)
-
-    def _listening(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"test mosquitto exited: {(self.dir / 'log').read_text()[-800:]}")
-        return port_open("127.0.0.1", self.port)
+        self.server.start()
 
     def stop(self) -> None:
         """Graceful stop: Mosquitto writes its persistence file on SIGTERM."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-        self.proc = None
+        self.server.stop()
 
 
 @pytest.fixture
@@ -64,8 +47,9 @@ def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
 
 @pytest.fixture
 def edge_live(live: CitygridSettings, own_broker: OwnBroker) -> CitygridSettings:
-    """`live` settings pointed at the test's own broker, with the ingest's session prepared there."""
-    s = live.model_copy(update={"mqtt": live.mqtt.model_copy(update={"port": own_broker.port})})
+    """`live` settings pointed at the test's own broker as its ingest, with the session prepared there."""
+    s = as_service(live.model_copy(update={"mqtt": live.mqtt.model_copy(update={"port": own_broker.port})}),
+                   "ingest")
     prepare_session(s)
     return s
 

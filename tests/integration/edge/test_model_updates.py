@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import wait_until
+from support import as_service, enrol, wait_until
 
 from citygrid.commands import sign_model_update
 from citygrid.edge.agent import EdgeAgent
@@ -18,6 +18,7 @@ from citygrid.mqtt import Publisher, mqtt_client
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
+from citygrid.topics import model_updates_topic
 
 from .test_store_forward import Paced, meter
 
@@ -28,20 +29,22 @@ def test_forged_update_refused_genuine_installed_broken_rolled_back(
         live: CitygridSettings, small_models: dict[str, Path], tmp_path: Path) -> None:
     s = live
     operator, forger, key = DeviceKey.generate(), DeviceKey.generate(), DeviceKey.generate()
-    store = ModelStore(tmp_path / "models", operator.public_key)
+    store = ModelStore(tmp_path / "models", operator.public_key,
+                       max_update_bytes=s.edge.max_model_update_bytes)
     store.install(small_models["v1"], serial=1)
-    topic = f"{s.edge.model_updates_topic}/{key.device_id}-{tmp_path.name}"
+    topic = model_updates_topic(s.edge.model_updates_topic, key.device_id)
+    device, operator_id, observer = enrol(s, key), as_service(s, "models"), as_service(s, "observer")
 
     seen: list[str] = []
     # A clean session: the observer leaves nothing queued for itself on the shared broker.
-    watcher = mqtt_client(s.mqtt, f"watch-{key.device_id}", clean_session=True)
+    watcher = mqtt_client(observer.mqtt, f"watch-{key.device_id}", clean_session=True)
     watcher.on_message = lambda c, u, m: seen.append(SignedReading.decode(m.payload).reading().model.version)
     watcher.connect(s.mqtt.host, s.mqtt.port)
     watcher.subscribe(f"{s.mqtt.readings_topic}/#", qos=1)
     watcher.loop_start()
     time.sleep(0.3)
 
-    pub = Publisher(s.mqtt, client_id=f"edge-{key.device_id}")
+    pub = Publisher(device.mqtt, client_id=f"edge-{key.device_id}")
     pub.connect()
     driver = meter()
     driver.steps = 10_000
@@ -51,21 +54,22 @@ def test_forged_update_refused_genuine_installed_broken_rolled_back(
     runner = threading.Thread(target=lambda: agent.run(drain_timeout_s=10), daemon=True)
     runner.start()
 
-    operator_side = Publisher(s.mqtt, client_id=f"operator-{key.device_id}")
+    operator_side = Publisher(operator_id.mqtt, client_id=f"operator-{key.device_id}")
     operator_side.connect()
     try:
         v2 = small_models["v2"].read_bytes()
-        operator_side.publish(topic, sign_model_update(v2, "load_nowcast", "2", 2, forger))
+        me = key.device_id
+        operator_side.publish(topic, sign_model_update(v2, "load_nowcast", "2", 2, forger, me))
         time.sleep(1.0)
         assert agent.model_version == "load_nowcast:1"
         assert store.current().version == "1"
 
         garbage = b"not an onnx graph" * 10
-        operator_side.publish(topic, sign_model_update(garbage, "load_nowcast", "3", 3, operator))
+        operator_side.publish(topic, sign_model_update(garbage, "load_nowcast", "3", 3, operator, me))
         time.sleep(1.0)
         assert agent.model_version == "load_nowcast:1"
 
-        operator_side.publish(topic, sign_model_update(v2, "load_nowcast", "2", 4, operator))
+        operator_side.publish(topic, sign_model_update(v2, "load_nowcast", "2", 4, operator, me))
         wait_until(lambda: agent.model_version == "load_nowcast:2", 10, "the genuine update to be installed",
                    every_s=0.1)
         time.sleep(0.5)

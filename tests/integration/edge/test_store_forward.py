@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from support import wait_until
+from support import enrol, wait_until
 
 import citygrid
 from citygrid.devtools.processes import spawn
@@ -20,7 +20,7 @@ from citygrid.edge.agent import EdgeAgent
 from citygrid.edge.store_forward import Outbox
 from citygrid.mqtt import Publisher
 from citygrid.settings import CitygridSettings
-from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.signing import DeviceKey
 from citygrid.sim.profiles import ProfileReplay, load_profiles
 
 from .conftest import OwnBroker, wait_for_seqs
@@ -48,12 +48,10 @@ class Paced:
             yield m
 
 
-def register(s: CitygridSettings) -> DeviceKey:
+def register(s: CitygridSettings) -> tuple[DeviceKey, CitygridSettings]:
+    """A new meter enrolled on `s`'s broker: its key, and `s` connecting as it."""
     key = DeviceKey.generate()
-    reg = DeviceRegistry.load(s.paths.device_registry)
-    reg.add(key.public_key)
-    reg.save(s.paths.device_registry)
-    return key
+    return key, enrol(s, key)
 
 
 def meter() -> ProfileReplay:
@@ -64,11 +62,11 @@ def meter() -> ProfileReplay:
 def test_broker_outage_loses_and_duplicates_nothing(edge_live, own_broker: OwnBroker, ingest,
                                                     tmp_path: Path) -> None:
     s, n = edge_live, 600
-    key = register(s)
+    key, device = register(s)
     driver = meter()
     driver.steps = n
     outbox = Outbox(tmp_path / "outbox.db")
-    pub = Publisher(s.mqtt, client_id=f"edge-{key.device_id}")
+    pub = Publisher(device.mqtt, client_id=f"edge-{key.device_id}")
     pub.connect()
     agent = EdgeAgent(key, Paced(driver, 0.006), pub, outbox=outbox)
     result: list[int] = []
@@ -91,10 +89,10 @@ def test_broker_outage_loses_and_duplicates_nothing(edge_live, own_broker: OwnBr
 
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(edge_live, ingest, tmp_path: Path) -> None:
     s, n = edge_live, 1200
-    key = register(s)
+    key, device = register(s)
     key.save(tmp_path / "device.key")
     box = tmp_path / "outbox.db"
-    env = s.as_env()
+    env = device.as_env()
     # The agent imports citygrid from where this test does (a checkout's sources or the installed wheel).
     env["PYTHONPATH"] = str(Path(citygrid.__file__).parent.parent)
     args = ["edge", "simulate", "--key", str(tmp_path / "device.key"), "--outbox", str(box),

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from substrateinterface import Keypair
 
+from citygrid import kafka_clients
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.errors import ExtrinsicFailed
 from citygrid.ledger.keystore import Keystore
+from citygrid.ledger.participants import Participants
 from citygrid.ledger.settlement import authorize
 from citygrid.settings import CitygridSettings
 
@@ -37,13 +39,20 @@ def submit_retrying(chain: ChainClient, module: str, fn: str, params: dict, kp: 
 
 @dataclass
 class Accounts:
-    """A keystore of fresh participants, the settler and the grid operator, all funded."""
+    """Fresh participants, the settler and the grid operator, all funded. `keystore` holds every key
+    (the test plays each participant); the settler is given only `path` (a keystore of its own key)
+    and `participants_path` (the enrolled participants' addresses)."""
 
     chain: ChainClient
     keystore: Keystore
     path: Path
+    participants_path: Path
     names: list[str]
     asset_id: int
+
+    @property
+    def participants(self) -> Participants:
+        return Participants.load(self.participants_path)
 
     def address(self, name: str) -> str:
         return self.chain.address(self.keystore.keypair(name))
@@ -56,14 +65,16 @@ class Accounts:
 def make_accounts(chain: ChainClient, tmp: Path, buyers: int, sellers: int,
                   pas: int = 1000, asset: int = 1000) -> Accounts:
     """Fresh keys, funded in PAS by //Alice; a fresh payment asset run by the settler, `asset` PAS
-    worth minted to each buyer, who approves the settler to spend it."""
+    worth minted to each buyer, who approves the settler (with its own key) to spend up to the cap."""
     ks = Keystore()
     names = ["settler", "grid"] + [f"buyer{i}" for i in range(buyers)]
     names += [f"seller{i}" for i in range(sellers)]
     for n in names:
         ks.add(n, Keypair.generate_mnemonic())
     path = tmp / "keystore.json"
-    ks.save(path)
+    ks.only("settler").save(path)  # the settler holds its own key and nobody else's
+    participants_path = tmp / "participants.json"
+    Participants({n: chain.address(ks.keypair(n)) for n in names if n != "settler"}).save(participants_path)
     alice = Keypair.create_from_uri("//Alice")
     transfers = [chain.compose("Balances", "transfer_keep_alive",
                                {"dest": chain.address(ks.keypair(n)), "value": pas * PAS}) for n in names]
@@ -76,9 +87,10 @@ def make_accounts(chain: ChainClient, tmp: Path, buyers: int, sellers: int,
     mints = [chain.compose("Assets", "mint", {"id": asset_id, "beneficiary": chain.address(ks.keypair(n)),
                                               "amount": asset * PAS}) for n in buyers_]
     chain.submit("Utility", "batch_all", {"calls": mints}, settler_kp)
+    cap = CitygridSettings().settlement.allowance_cap
     for n in buyers_:
-        authorize(chain, ks.keypair(n), settler, asset_id, 10**20)
-    return Accounts(chain, ks, path, names, asset_id)
+        authorize(chain, ks.keypair(n), settler, asset_id, cap, cap)
+    return Accounts(chain, ks, path, participants_path, names, asset_id)
 
 
 @pytest.fixture
@@ -102,14 +114,15 @@ def accounts_factory(servers: CitygridSettings, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture
 def settler_settings(live: CitygridSettings) -> Callable[..., CitygridSettings]:
-    """Settings of a settler paying between `acc`'s accounts (its keystore holds the "settler" key),
-    SIGKILLed at step `crash_at` if one is given."""
+    """Settings of a settler paying between `acc`'s enrolled accounts (its keystore holds only the
+    "settler" key), SIGKILLed at step `crash_at` if one is given."""
 
     def make(acc: Accounts, crash_at: str = "") -> CitygridSettings:
         return live.model_copy(update={
             "paths": live.paths.model_copy(update={"keystore": acc.path}),
             "settlement": live.settlement.model_copy(update={
-                "grid_operator": "grid", "asset_id": acc.asset_id, "crash_at": crash_at}),
+                "grid_operator": "grid", "asset_id": acc.asset_id, "crash_at": crash_at,
+                "participants_file": acc.participants_path}),
         })
 
     return make
@@ -130,7 +143,7 @@ def committed_offsets() -> Callable[[CitygridSettings, str, str], int]:
     """A group's committed offsets on a topic, summed over partitions: how many records it finished."""
 
     def committed(s: CitygridSettings, topic: str, group: str) -> int:
-        consumer = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap, group_id=group,
+        consumer = kafka_clients.consumer(s.kafka, group_id=group,
                                  enable_auto_commit=False)
         try:
             parts = consumer.partitions_for_topic(topic) or set()

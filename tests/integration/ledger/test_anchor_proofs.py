@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 from support import free_port, wait_until
 
+from citygrid import kafka_clients
 from citygrid.ledger.anchor_history import anchor_problem
 from citygrid.ledger.anchorer import Anchorer
 from citygrid.ledger.errors import ProofInvalid
@@ -52,7 +52,7 @@ def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory
     readings = [Reading(device=k.device_id, seq=i, ts_ms=start + i * 20_000, kind="meter",
                         values={"p_kw": 1.5 + i})
                 for k in keys for i in range(5)]  # 0..80 s: two intervals
-    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap)
+    producer = kafka_clients.producer(s.kafka)
     by_device = {k.device_id: k for k in keys}
     for r in readings:
         producer.send(s.kafka.readings_topic, key=r.device.encode(),

@@ -21,7 +21,7 @@ def _trade(interval: int, wh: int, price: int = 2_000_000) -> Trade:
 
 
 def _settler(acc, s: CitygridSettings, settler: Keypair | None = None) -> Settler:
-    return Settler(acc.chain, SettlementStore(s.paths.settlement_store), acc.keystore,
+    return Settler(acc.chain, SettlementStore(s.paths.settlement_store), acc.participants,
                    settler or acc.keystore.keypair("settler"), "grid", acc.asset_id)
 
 

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 from support import wait_until
 
+from citygrid import kafka_clients
 from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.settlement_history import expected_transfers, read_back
 from citygrid.ledger.settlement_store import SettlementStore
@@ -29,7 +29,7 @@ def _trades(interval: int, pairs: list[tuple[str, str, int]]) -> list[Trade]:
 
 
 def _publish(s: CitygridSettings, trades: list[Trade]) -> None:
-    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
+    producer = kafka_clients.producer(s.kafka, acks="all")
     for t in trades:  # keyed by interval, as the market publishes them
         producer.send(s.kafka.trades_topic, key=str(t.interval_start_ms).encode(),
                       value=t.model_dump_json().encode())

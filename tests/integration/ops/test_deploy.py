@@ -64,11 +64,11 @@ def test_deploy_installs_then_refuses_a_broken_upgrade(sshd, tmp_path: Path) -> 
     site = next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
     device = Device(name="pi-test", host="127.0.0.1", port=port, user=getpass.getuser(),
                     ssh_key=client_key, device_key=tmp_path / "device.key", root=str(root),
-                    python=str(Path(sys.base_prefix) / "bin" / "python3"), deps=f"site:{site}")
+                    python="/usr/bin/python3.11", deps="provisioned")
     archive = release_archive()
     env = {"CITYGRID_MQTT__HOST": "10.0.0.1", "CITYGRID_MQTT__PORT": "1883"}
 
-    release = deploy_device(device, archive, env, known_hosts)
+    release = deploy_device(device, archive, env, known_hosts, provisioned_site=site)
     assert (root / "current").resolve() == root / "releases" / release
     check = subprocess.run([str(root / "current/venv/bin/python"), "-m", "citygrid", "edge", "check",
                             "--key", str(root / "config/device.key")], capture_output=True, text=True,
@@ -81,13 +81,16 @@ def test_deploy_installs_then_refuses_a_broken_upgrade(sshd, tmp_path: Path) -> 
     assert "CITYGRID_MQTT__HOST=10.0.0.1" in (root / "config/agent.env").read_text()
     assert "ExecStart=" in (root / "config/citygrid-edge.service").read_text()
 
-    broken = Device(**{**device.__dict__, "deps": "site:/nonexistent/site-packages"})
+    unit = (root / "config/citygrid-edge.service").read_text()
+    assert "DynamicUser=yes" in unit and "NoNewPrivileges=yes" in unit
+    assert "zz-provisioned-site.pth" in str(list((root / "current/venv").rglob("*.pth")))
+
     with pytest.raises(DeployError, match="failed"):
-        deploy_device(broken, archive, env, known_hosts)
+        deploy_device(device, archive, env, known_hosts, provisioned_site="/nonexistent/site-packages")
     assert (root / "current").resolve() == root / "releases" / release
     assert sorted(p.name for p in (root / "releases").iterdir()) == [release]
 
-    assert deploy_device(device, archive, env, known_hosts) == release  # idempotent
+    assert deploy_device(device, archive, env, known_hosts, provisioned_site=site) == release  # idempotent
 
 
 def test_deploy_refuses_an_unknown_host_key(sshd, tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from kafka import KafkaProducer
 from support import wait_until
 
+from citygrid import kafka_clients
 from citygrid.reading import Reading, sign_reading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
@@ -38,7 +38,7 @@ def profiles() -> dict[str, list[float]]:
 @pytest.fixture
 def produce(live: CitygridSettings) -> Callable[[list[tuple[bytes, bytes]]], None]:
     """Write (key, envelope) records to the test's readings topic as the ingest would."""
-    producer = KafkaProducer(bootstrap_servers=live.kafka.bootstrap, acks="all", linger_ms=5)
+    producer = kafka_clients.producer(live.kafka, acks="all", linger_ms=5)
 
     def send(records: list[tuple[bytes, bytes]]) -> None:
         for key, value in records:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from support import wait_until
+from support import enrol, wait_until
 
 from citygrid.devtools.processes import spawn, stop
 from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, sign_reading
 from citygrid.records import Forecast
 from citygrid.settings import CitygridSettings
-from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.signing import DeviceKey
 from citygrid.sim.profiles import load_profiles
 from citygrid.stream.forecasting import SeriesState, observe
 from citygrid.stream.ingest import Ingest
@@ -43,22 +44,26 @@ def _fleet(cache: Path) -> dict[str, list[tuple[DeviceKey, str, list[float]]]]:
             + [(DeviceKey.generate(), "pv", series(pv))]}
 
 
-def _publish(s: CitygridSettings, fleet: dict, start_ms: int, intervals: range) -> int:
-    pub = Publisher(s.mqtt, client_id=f"test-agg-{time.monotonic_ns()}")
-    pub.connect()
+def _publish(s: CitygridSettings, fleet: dict, identities: dict[str, CitygridSettings], start_ms: int,
+             intervals: range) -> int:
+    """Each device publishes on its own connection, as itself (the broker lets no one else)."""
+    pubs = {d: Publisher(ident.mqtt, client_id=f"edge-{d}") for d, ident in identities.items()}
     sent = []
     try:
+        for pub in pubs.values():
+            pub.connect()
         for i in intervals:  # interval by interval, as live devices would
             for district, devices in fleet.items():
                 for key, kind, values in devices:
                     reading = Reading(device=key.device_id, seq=i, ts_ms=start_ms + i * Q_MS, kind=kind,
                                       values={"p_kw": values[i]})
                     topic = readings_topic(s.mqtt.readings_topic, district, key.device_id)
-                    sent.append(pub.publish_async(topic, sign_reading(reading, key).encode()))
+                    sent.append(pubs[key.device_id].publish_async(topic, sign_reading(reading, key).encode()))
         for info in sent:
             info.wait_for_publish(10)
     finally:
-        pub.close()
+        for pub in pubs.values():
+            pub.close()
     return len(sent)
 
 
@@ -66,13 +71,10 @@ def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
         live: CitygridSettings, tmp_path: Path) -> None:
     # The whole backlog may be read from one partition before another's: the lag must span it.
     s = live.model_copy(update={"stream": live.stream.model_copy(update={
-        "batch_within_s": 0.1, "aggregate_max_lag_steps": STEPS})})
+        "batch_within_s": 0.1, "aggregate_max_lag_steps": STEPS, "state_key": secrets.token_hex(32)})})
     fleet = _fleet(s.paths.cache_dir)
-    registry = DeviceRegistry.load(s.paths.device_registry)
-    for devices in fleet.values():
-        for key, _kind, _values in devices:
-            registry.add(key.public_key)
-    registry.save(s.paths.device_registry)
+    identities = {key.device_id: enrol(s, key, district, kind)
+                  for district, devices in fleet.items() for key, kind, _values in devices}
     start_ms = (int(time.time() * 1000) // Q_MS - STEPS) * Q_MS
 
     expected: dict[str, list[float]] = defaultdict(lambda: [0.0] * STEPS)
@@ -92,9 +94,9 @@ def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
     worker = spawn(["stream", "worker"], s.as_env(), tmp_path / "worker.log")
     try:
         # The first interval while the worker runs, so each group knows its members; then the rest.
-        n = _publish(s, fleet, start_ms, range(1))
+        n = _publish(s, fleet, identities, start_ms, range(1))
         wait_until(lambda: len(records()) >= n, 60, "the worker to learn the first interval")
-        n += _publish(s, fleet, start_ms, range(1, STEPS))
+        n += _publish(s, fleet, identities, start_ms, range(1, STEPS))
         wait_until(lambda: sum(r.scope == "feeder" for r in records()) >= 3 * closed, 60,
                    "feeder forecasts of every closed interval")
     finally:

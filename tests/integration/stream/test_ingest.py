@@ -2,54 +2,31 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-from support import wait_until
+from support import RunningIngest, enrol, wait_until
 
 from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, SignedReading, sign_reading
 from citygrid.records import DeadLetter
 from citygrid.settings import CitygridSettings
-from citygrid.signing import DeviceKey, DeviceRegistry
-from citygrid.stream.ingest import Ingest
+from citygrid.signing import DeviceKey
 from citygrid.stream.kafka_topics import read_topic, topic_end
 from citygrid.topics import readings_topic
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 
 
-class RunningIngest:
-    """An Ingest on a thread, stopped like SIGTERM stops the real process."""
-
-    def __init__(self, s: CitygridSettings) -> None:
-        self.ingest = Ingest(s)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.ingest.run, args=(self.stop,), daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "the ingest did not stop"
-
-
-def _publish(s: CitygridSettings, device: str, payloads: list[bytes]) -> None:
-    pub = Publisher(s.mqtt, client_id=f"test-{device}-{time.monotonic_ns()}")
+def _publish(device: CitygridSettings, payloads: list[bytes]) -> None:
+    """Publish as the device `device` connects as (support.enrol), on its own topic."""
+    pub = Publisher(device.mqtt, client_id=str(device.mqtt.client_id))
     pub.connect()
     try:
         for p in payloads:
-            pub.publish(readings_topic(s.mqtt.readings_topic, "d1", device), p)
+            pub.publish(readings_topic(device.mqtt.readings_topic, "d1", str(device.mqtt.username)), p)
     finally:
         pub.close()
-
-
-def _register(s: CitygridSettings, *keys: DeviceKey) -> None:
-    reg = DeviceRegistry.load(s.paths.device_registry)
-    for k in keys:
-        reg.add(k.public_key)
-    reg.save(s.paths.device_registry)
 
 
 def _reading(key: DeviceKey, seq: int, **kw) -> Reading:
@@ -73,7 +50,7 @@ def _dead_letters(s: CitygridSettings) -> list[DeadLetter]:
 
 def test_rejects_land_in_the_dead_letter_topic_with_their_reasons(live: CitygridSettings) -> None:
     good, stranger, forger = DeviceKey.generate(), DeviceKey.generate(), DeviceKey.generate()
-    _register(live, good)
+    device = enrol(live, good)
     valid = [sign_reading(_reading(good, i), good).encode() for i in range(5)]
     forged_body = _reading(good, 99).body()
     bad = {
@@ -86,7 +63,7 @@ def test_rejects_land_in_the_dead_letter_topic_with_their_reasons(live: Citygrid
     }
     ingest = RunningIngest(live)
     try:
-        _publish(live, good.device_id, valid + list(bad.values()))
+        _publish(device, valid + list(bad.values()))
         _wait_ends(live, len(valid), len(bad))
     finally:
         ingest.close()
@@ -102,11 +79,11 @@ def test_rejects_land_in_the_dead_letter_topic_with_their_reasons(live: Citygrid
 
 def test_a_restarted_ingest_lets_no_duplicate_through(live: CitygridSettings) -> None:
     key = DeviceKey.generate()
-    _register(live, key)
+    device = enrol(live, key)
     first = [sign_reading(_reading(key, i), key).encode() for i in range(20)]
     ingest = RunningIngest(live)
     try:
-        _publish(live, key.device_id, first)
+        _publish(device, first)
         _wait_ends(live, 20, 0)
     finally:
         ingest.close()
@@ -116,7 +93,7 @@ def test_a_restarted_ingest_lets_no_duplicate_through(live: CitygridSettings) ->
     later = [sign_reading(_reading(key, i), key).encode() for i in range(20, 30)]
     ingest = RunningIngest(live)
     try:
-        _publish(live, key.device_id, first[::2] + later)
+        _publish(device, first[::2] + later)
         _wait_ends(live, 30, 10)
     finally:
         ingest.close()

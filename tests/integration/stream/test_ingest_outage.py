@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from support import free_port, wait_until
+from support import enrol, free_port, wait_until
 
 from citygrid.devtools import local_servers
+from citygrid.devtools.local_kafka import as_principal
 from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, sign_reading
 from citygrid.settings import CitygridSettings
-from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.signing import DeviceKey
 from citygrid.stream.ingest import Ingest
 from citygrid.stream.kafka_topics import ensure_topics, read_topic, topic_end
 from citygrid.topics import readings_topic
@@ -42,7 +43,8 @@ def own_kafka(live: CitygridSettings, tmp_path: Path):
             if attempt == 2:
                 raise
     try:
-        yield s, server
+        # Its own principals and CA: the test's clients act as its admin.
+        yield as_principal(s, "admin"), server
     finally:
         server.stop()
 
@@ -55,9 +57,7 @@ def test_no_valid_reading_is_lost_while_kafka_is_down(own_kafka) -> None:
     s, server = own_kafka
     ensure_topics(s.kafka)
     key = DeviceKey.generate()
-    reg = DeviceRegistry()
-    reg.add(key.public_key)
-    reg.save(s.paths.device_registry)
+    device = enrol(s, key)
     envelopes = [sign_reading(Reading(device=key.device_id, seq=i, ts_ms=int(time.time() * 1000),
                                       kind="meter", values={"p_kw": float(i)}), key).encode()
                  for i in range(300)]
@@ -65,7 +65,7 @@ def test_no_valid_reading_is_lost_while_kafka_is_down(own_kafka) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=ingest.run, args=(stop,), daemon=True)
     thread.start()
-    pub = Publisher(s.mqtt, client_id=f"outage-{key.device_id}")
+    pub = Publisher(device.mqtt, client_id=f"edge-{key.device_id}")
     pub.connect()
     try:
         for e in envelopes[:100]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import pytest
@@ -9,17 +10,22 @@ import pytest
 from citygrid.devtools.processes import spawn, stop
 from citygrid.records import Alert, Forecast
 from citygrid.settings import CitygridSettings
-from citygrid.signing import DeviceKey
+from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.stream.kafka_topics import read_topic, topic_end
 from citygrid.stream.learning import learn_batch
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(240)]
 
 
-def _settings(live: CitygridSettings) -> CitygridSettings:
-    # A short warm-up so a few days of data reach the anomaly detector's scoring phase.
+def _settings(live: CitygridSettings, *keys: DeviceKey) -> CitygridSettings:
+    """The worker's settings (a short warm-up so a few days of data reach the anomaly detector's
+    scoring phase; its own state key), with `keys` enrolled: the learner learns only their readings."""
+    registry = DeviceRegistry.load(live.paths.device_registry)
+    for k in keys:
+        registry.add(k.public_key)
+    registry.save(live.paths.device_registry)
     return live.model_copy(update={"stream": live.stream.model_copy(update={
-        "anomaly_warmup": 48, "batch_within_s": 0.1})})
+        "anomaly_warmup": 48, "batch_within_s": 0.1, "state_key": secrets.token_hex(32)})})
 
 
 def _forecasts(s: CitygridSettings) -> list[Forecast]:
@@ -28,8 +34,8 @@ def _forecasts(s: CitygridSettings) -> list[Forecast]:
 
 def test_readings_in_forecasts_and_alerts_out_and_a_killed_worker_resumes(
         live: CitygridSettings, produce, profiles: dict[str, list[float]], tmp_path: Path, helpers) -> None:
-    s = _settings(live)
     meter, pv = DeviceKey.generate(), DeviceKey.generate()
+    s = _settings(live, meter, pv)
     first, second = 480, 192  # five days, then two more after the restart
     load = list(profiles["meter"])
     spike_seq = 400

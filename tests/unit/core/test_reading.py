@@ -7,7 +7,7 @@ import math
 import msgpack
 import pytest
 
-from citygrid.errors import BadSignature, MalformedReading, OutOfRange, UnknownDevice
+from citygrid.errors import BadSignature, MalformedReading, NonCanonical, OutOfRange, UnknownDevice
 from citygrid.reading import ModelOutput, Reading, SignedReading, sign_reading
 from citygrid.signing import DeviceKey, DeviceRegistry
 
@@ -95,3 +95,52 @@ def test_impossible_values_are_out_of_range(value: float) -> None:
     with pytest.raises(OutOfRange) as info:
         Reading.from_body(msgpack.packb(raw))
     assert info.value.reason == "out_of_range"
+
+
+def _body(**over: object) -> dict:
+    return {"schema_version": 1, "device": "d", "seq": 0, "ts_ms": TS, "kind": "m",
+            "values": {"p_kw": 1.5}} | over
+
+
+@pytest.mark.parametrize("value", ["1.5", True, b"\x01", None, [1.0]])
+def test_values_that_are_not_numbers_are_refused_never_coerced(value: object) -> None:
+    with pytest.raises(MalformedReading, match="values"):
+        Reading.from_body(msgpack.packb(_body(values={"p_kw": value}), use_bin_type=True))
+
+
+@pytest.mark.parametrize("raw", [
+    _body(seq=2**63), _body(seq=2**64 - 1), _body(ts_ms=2**62), _body(device="d" * 65), _body(kind="k" * 33),
+    _body(values={f"v{i}": 1.0 for i in range(20_000)}), _body(values={"n" * 50_000: 1.0}),
+    _body(seq=True), _body(seq="1"), _body(ts_ms=float(TS)),
+])
+def test_out_of_bounds_or_mistyped_fields_are_refused(raw: dict) -> None:
+    with pytest.raises(MalformedReading):
+        Reading.from_body(msgpack.packb(raw, use_bin_type=True))
+
+
+def test_the_largest_sequence_number_still_parses() -> None:
+    reading = Reading.from_body(msgpack.packb(dict(sorted(_body(seq=2**63 - 1).items())), use_bin_type=True))
+    assert reading.seq == 2**63 - 1
+
+
+def test_a_body_that_is_not_the_canonical_encoding_is_refused() -> None:
+    canonical = Reading.model_validate(_body()).body()
+    assert Reading.from_body(canonical).seq == 0
+    unsorted = msgpack.packb(dict(reversed(list(_body().items()))), use_bin_type=True)
+    as_int = msgpack.packb(_body(values={"p_kw": 2}), use_bin_type=True)
+    with_null = msgpack.packb(dict(sorted((_body() | {"model": None}).items())), use_bin_type=True)
+    for body in (unsorted, as_int, with_null):
+        with pytest.raises(NonCanonical) as info:
+            Reading.from_body(body)
+        assert info.value.reason == "non_canonical"
+
+
+def test_a_reordered_or_padded_envelope_is_refused() -> None:
+    key = DeviceKey.generate()
+    signed = sign_reading(make(key), key)
+    assert SignedReading.decode(signed.encode()) == signed
+    reordered = msgpack.packb({"s": signed.signature, "b": signed.body, "v": 1})
+    with pytest.raises(NonCanonical):
+        SignedReading.decode(reordered)
+    with pytest.raises(MalformedReading, match="exactly"):
+        SignedReading.decode(msgpack.packb({"v": 1, "b": signed.body, "s": signed.signature, "x": 1}))

@@ -24,18 +24,22 @@ from citygrid.settings import CitygridSettings
 PREFIX = "CITYGRID_"
 # What every citygrid process needs: Kafka, and (the root filesystem is read-only) a data dir on a
 # volume; its metrics endpoint is what the pod's probes ask, so it must listen where they look.
-EVERY_PROCESS = frozenset({"CITYGRID_KAFKA__BOOTSTRAP", "CITYGRID_PATHS__DATA_DIR",
-                           "CITYGRID_METRICS_PORT", "CITYGRID_METRICS_HOST"})
+# Every process is its own Kafka principal over TLS.
+KAFKA = frozenset({"CITYGRID_KAFKA__BOOTSTRAP", "CITYGRID_KAFKA__SECURITY_PROTOCOL",
+                   "CITYGRID_KAFKA__USERNAME", "CITYGRID_KAFKA__PASSWORD", "CITYGRID_KAFKA__CA_FILE"})
+EVERY_PROCESS = KAFKA | {"CITYGRID_PATHS__DATA_DIR", "CITYGRID_METRICS_PORT", "CITYGRID_METRICS_HOST"}
 MQTT = frozenset({"CITYGRID_MQTT__HOST", "CITYGRID_MQTT__PORT"})
 SIGNER = frozenset({"CITYGRID_CHAIN__URL", "CITYGRID_CHAIN__SIGNER_URI"})
 # The command a container runs (`citygrid <group> <command>`) → the settings it must be given explicitly.
 REQUIRED: dict[str, frozenset[str]] = {
     "stream ingest": EVERY_PROCESS | MQTT | {"CITYGRID_PATHS__DEVICE_REGISTRY"},
-    "stream worker": EVERY_PROCESS,
+    "stream worker": EVERY_PROCESS | {"CITYGRID_STREAM__STATE_KEY"},
     "ledger anchor": EVERY_PROCESS | SIGNER,
     "ledger settle": EVERY_PROCESS | SIGNER | {"CITYGRID_SETTLEMENT__ASSET_ID"},
     "traffic advisor": EVERY_PROCESS | MQTT,
+    "kafka grant": KAFKA,  # the setup Job: a one-shot admin client, no state, no metrics
 }
+ONE_SHOT = frozenset({"kafka grant"})
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "CronJob")
 CHART_BEFORE_THE_FIX = "42c9cf4"  # the chart as it was when the settings were renamed
 
@@ -106,6 +110,10 @@ def _under_mount(path: Path, container: dict, writable: bool) -> bool:
 def _start_problems(container: dict, s: CitygridSettings) -> list[str]:
     """What keeps a container from starting although its settings are valid."""
     problems = []
+    if s.kafka.ca_file is not None and not _under_mount(s.kafka.ca_file, container, writable=False):
+        problems.append(f"its Kafka CA {s.kafka.ca_file} is on no volume")
+    if command_of(container.get("args", [])) in ONE_SHOT:
+        return problems
     if not _under_mount(s.paths.data_dir, container, writable=True):
         problems.append(f"its data dir {s.paths.data_dir} is on no writable volume (the root is read-only)")
     if command_of(container.get("args", [])) == "stream ingest" and not _under_mount(
@@ -126,7 +134,9 @@ def env_problems(container: dict, env: dict[str, str]) -> list[str]:
         problems.append(f"runs `citygrid {command}`, whose needs REQUIRED does not list")
     problems += [f"`{command}` needs {n}, not set" for n in sorted(REQUIRED.get(command, set()) - set(env))]
     try:
-        s = settings_from(env)
+        # Unknown names are reported above; the rest must still make valid settings.
+        s = settings_from({n: v for n, v in env.items()
+                           if not (n.upper().startswith(PREFIX) and setting_field(n) is None)})
     except ValidationError as exc:
         return [*problems, "settings refuse its environment: " + "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())]
@@ -161,20 +171,19 @@ def test_every_process_gets_real_settings_and_all_it_needs(manifests: tuple[str,
     values, docs = manifests
     found = chart_problems(docs)
     assert {name.split("/")[0].removeprefix("cg-citygrid-") for name in found} == {
-        "ingest", "worker", "anchorer", "settler"}
+        "ingest", "worker", "anchorer", "settler", "kafka-setup"}
     bad = {name: problems for name, problems in found.items() if problems}
     assert not bad, f"{values} values: " + "\n".join(f"{n}: {'; '.join(p)}" for n, p in bad.items())
 
 
 def test_the_settlers_optional_values_are_real_settings(chart) -> None:
-    docs = chart.render("--set", "settler.gridOperator=5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
-                        "--set", "settler.participantKeysSecret=citygrid-participant-keys")
+    docs = chart.render("--set", "settler.gridOperator=5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY")
     settler = chart_problems(docs)["cg-citygrid-settler/settler"]
     assert settler == []
     env = next(c["env"] for d in docs if d["metadata"]["name"] == "cg-citygrid-settler"
                and d["kind"] == "Deployment" for c in pod_spec(d)["containers"])
     assert {e["name"] for e in env} >= {"CITYGRID_SETTLEMENT__GRID_OPERATOR",
-                                        "CITYGRID_SETTLEMENT__PARTICIPANT_KEYS"}
+                                        "CITYGRID_SETTLEMENT__PARTICIPANTS_FILE"}
 
 
 # --- the checker itself: it must catch what the chart did before the settings were renamed -----------
@@ -184,7 +193,8 @@ def _settler(env: dict[str, str]) -> dict:
             "settle"], "env": [{"name": n, "value": v} for n, v in env.items()],
             "ports": [{"name": "metrics", "containerPort": 9100}],
             "volumeMounts": [{"name": "data", "mountPath": "/data"},
-                             {"name": "registry", "mountPath": "/etc/citygrid/registry", "readOnly": True}]}
+                             {"name": "registry", "mountPath": "/etc/citygrid/registry", "readOnly": True},
+                             {"name": "kafka-ca", "mountPath": "/etc/citygrid/kafka-ca", "readOnly": True}]}
 
 
 def test_flags_the_old_variable_names_and_the_missing_asset() -> None:
@@ -201,7 +211,9 @@ def test_flags_the_old_variable_names_and_the_missing_asset() -> None:
     assert "`ledger settle` needs CITYGRID_SETTLEMENT__ASSET_ID, not set" in problems
     assert any("data dir" in p and "no writable volume" in p for p in problems), problems
     fixed = {**{k: v for k, v in old.items() if k not in ("CITYGRID_DATA_DIR", "CITYGRID_DEVICE_REGISTRY")},
-             "CITYGRID_PATHS__DATA_DIR": "/data", "CITYGRID_SETTLEMENT__ASSET_ID": "4242"}
+             "CITYGRID_PATHS__DATA_DIR": "/data", "CITYGRID_SETTLEMENT__ASSET_ID": "4242",
+             "CITYGRID_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "CITYGRID_KAFKA__USERNAME": "settler",
+             "CITYGRID_KAFKA__PASSWORD": "secret", "CITYGRID_KAFKA__CA_FILE": "/etc/citygrid/kafka-ca/ca.crt"}
     assert env_problems(_settler(fixed), fixed) == []
 
 
@@ -210,7 +222,7 @@ def test_flags_a_removed_setting_and_a_bad_value() -> None:
     problems = env_problems(_settler(env), env)
     assert "sets CITYGRID_SETTLEMENT__SETTLER_URI, which is no setting" in problems
     refused = next(p for p in problems if p.startswith("settings refuse"))
-    assert "settlement.settler_uri" in refused and "metrics_port" in refused
+    assert "metrics_port" in refused
 
 
 def test_field_lookup_and_placeholders() -> None:
@@ -218,7 +230,7 @@ def test_field_lookup_and_placeholders() -> None:
     assert setting_field("CITYGRID_metrics_port") is not None
     assert setting_field("CITYGRID_PATHS") is None and setting_field("CITYGRID_KAFKA__BOOTSTRAP__X") is None
     assert setting_field("CITYGRID_KEY_ALICE") is None and setting_field("PATH") is None
-    assert placeholder("CITYGRID_SETTLEMENT__PARTICIPANT_KEYS") == "{}"
+    assert placeholder("CITYGRID_STREAM__TRAFFIC_KINDS") == "[]"
     assert placeholder("CITYGRID_SETTLEMENT__ASSET_ID") == "1"
     assert command_of(["--log-level", "INFO", "--json-logs", "traffic", "advisor"]) == "traffic advisor"
     assert runs_citygrid({"image": "registry.example/citygrid/citygrid:0.1.0"})

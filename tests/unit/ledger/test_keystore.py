@@ -1,4 +1,5 @@
-"""Participants' keys: the owner-only file, keys from the settings over it, whom the settler signs as."""
+"""The ledger processes' own keys: the owner-only file, whom the anchorer and settler sign as, and
+that the settler's settings hold no participant's key."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from substrateinterface import Keypair
 
 from citygrid.ledger.errors import KeystoreError, SettlementError
 from citygrid.ledger.keystore import Keystore
-from citygrid.ledger.settlement import Settler, settler_keypair
-from citygrid.settings import CitygridSettings
+from citygrid.ledger.participants import Participants
+from citygrid.ledger.settlement import Settler
+from citygrid.ledger.signer import role_keypair
+from citygrid.settings import CitygridSettings, SettlementSettings
 
 
 def _public(uri: str) -> bytes:
@@ -31,42 +34,38 @@ def test_saved_keystore_is_owner_only_and_loads_back(tmp_path: Path) -> None:
         Keystore.load(path)
 
 
-def test_keys_from_the_settings_win_over_the_file_and_are_never_saved(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "keystore.json"
-    ks = Keystore()
-    ks.add("alice", "//Alice")
-    ks.save(path)
-    keys = {"alice": "//Bob", "carol": "//Charlie"}
-    monkeypatch.setenv("CITYGRID_SETTLEMENT__PARTICIPANT_KEYS", json.dumps(keys))
-    overrides = CitygridSettings().settlement.participant_keys
-    loaded = Keystore.load(path, overrides)
-    assert loaded.keypair("alice").public_key == _public("//Bob")
-    assert loaded.keypair("carol").public_key == _public("//Charlie")
-    assert "Bob" not in repr(loaded) and "Charlie" not in repr(loaded)
-    loaded.save(path)
-    assert json.loads(path.read_text()) == {"alice": "//Alice"}
+def test_the_settler_settings_have_no_place_for_participants_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "participant_keys" not in SettlementSettings.model_fields
+    monkeypatch.setenv("CITYGRID_SETTLEMENT__PARTICIPANT_KEYS", json.dumps({"alice": "//Bob"}))
+    with pytest.raises(ValueError, match="participant_keys"):
+        CitygridSettings()
 
 
-def test_a_missing_or_bad_key_says_where_to_put_it() -> None:
+def test_a_missing_or_bad_key_is_named_and_the_secret_never_echoed() -> None:
     ks = Keystore({"bad": "not a secret uri"})
-    with pytest.raises(KeystoreError, match="PARTICIPANT_KEYS"):
+    with pytest.raises(KeystoreError, match="nobody"):
         ks.keypair("nobody")
     with pytest.raises(KeystoreError, match="not a valid secret URI") as err:
         ks.keypair("bad")
     assert "not a secret uri" not in str(err.value)
+    assert "not a secret uri" not in repr(ks)
 
 
-def test_settler_signs_as_its_keystore_entry_else_as_the_chain_signer() -> None:
-    # The Helm chart gives the settler only CITYGRID_CHAIN__SIGNER_URI; a keystore entry wins if present.
-    assert settler_keypair(Keystore(), "//Eve").public_key == _public("//Eve")
-    assert settler_keypair(Keystore({"settler": "//Ferdie"}), "//Eve").public_key == _public("//Ferdie")
-    assert settler_keypair(Keystore(overrides={"settler": "//Dave"}), "//Eve").public_key == _public("//Dave")
+def test_each_role_signs_as_its_keystore_entry_else_as_the_chain_signer(tmp_path: Path) -> None:
+    # The Helm chart gives a process CITYGRID_CHAIN__SIGNER_URI from a Secret; a keystore entry wins.
+    s = CitygridSettings().model_copy(update={
+        "paths": CitygridSettings().paths.model_copy(update={"keystore": tmp_path / "keystore.json"}),
+        "chain": CitygridSettings().chain.model_copy(update={"signer_uri": "//Eve"})})
+    assert role_keypair(s, "settler", "Development").public_key == _public("//Eve")
+    Keystore({"settler": "//Ferdie"}).save(tmp_path / "keystore.json")
+    assert role_keypair(s, "settler", "Development").public_key == _public("//Ferdie")
+    assert role_keypair(s, "anchorer", "Development").public_key == _public("//Eve")
+    bad = s.model_copy(update={"chain": s.chain.model_copy(update={"signer_uri": "not a secret uri"})})
     with pytest.raises(KeystoreError, match="CITYGRID_CHAIN__SIGNER_URI"):
-        settler_keypair(Keystore(), "not a secret uri")
+        role_keypair(bad, "anchorer", "Development")
 
 
 def test_an_unknown_crash_step_is_refused() -> None:
     with pytest.raises(SettlementError, match="crash_at"):
-        Settler(None, None, Keystore(), Keypair.create_from_uri("//Eve"), "grid", 1,  # type: ignore[arg-type]
+        Settler(None, None, Participants(), Keypair.create_from_uri("//Eve"), "grid", 1,  # type: ignore[arg-type]
                 crash_at="sigend")

@@ -6,10 +6,13 @@ import json
 
 import pytest
 
+from citygrid.errors import ReadingRejected
 from citygrid.reading import Reading, sign_reading
+from citygrid.reading_check import check_envelope
 from citygrid.records import Forecast
+from citygrid.sealed import StateTampered, seal
 from citygrid.settings import StreamSettings
-from citygrid.signing import DeviceKey
+from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.stream.aggregates import (
     Member,
     add,
@@ -17,13 +20,14 @@ from citygrid.stream.aggregates import (
     decode_group,
     group_key,
     new_group,
-    route,
 )
+from citygrid.stream.aggregates import route as route_with
 from citygrid.stream.errors import ModelStateError
 from citygrid.stream.forecasting import SeriesState, observe
 from citygrid.topics import DISTRICT_HEADER
 
-S = StreamSettings()
+S = StreamSettings(state_key="unit-test-state-key-of-32-chars!")
+SECRET = S.state_key.encode()
 T0 = 1_750_000_000_000 // 900_000 * 900_000  # an interval boundary
 Q = 900_000  # a quarter-hour in ms
 
@@ -38,9 +42,28 @@ def _member(device: str, seq: int, ts_ms: int, x: float, scope: str = "feeder", 
     return Member(scope=scope, group=group, kind=kind, value="p_kw", device=device, seq=seq, ts_ms=ts_ms, x=x)
 
 
+def _verifier(*keys: DeviceKey):
+    registry = DeviceRegistry()
+    for k in keys:
+        registry.add(k.public_key)
+
+    def verified(envelope: bytes) -> Reading | None:
+        try:
+            return check_envelope(envelope, registry)
+        except ReadingRejected:
+            return None
+
+    return verified
+
+
 def test_route_keys_by_district_and_kind_and_skips_what_no_group_sums() -> None:
     meter, loop, other = DeviceKey.generate(), DeviceKey.generate(), DeviceKey.generate()
     hdr = {DISTRICT_HEADER: b"d7"}
+    verified = _verifier(meter, loop, other)
+
+    def route(envelope: bytes, headers: dict | None, s: StreamSettings) -> tuple[bytes, bytes] | None:
+        return route_with(envelope, headers, s, verified)
+
     key, rec = route(_envelope(meter, 3, T0, "meter", {"p_kw": 1.5, "q_kvar": 0.2}), hdr, S)
     assert key == group_key("feeder", "d7", "meter") == b"feeder/d7/meter"
     assert json.loads(rec) == {"scope": "feeder", "group": "d7", "kind": "meter", "value": "p_kw",
@@ -51,6 +74,8 @@ def test_route_keys_by_district_and_kind_and_skips_what_no_group_sums() -> None:
     assert route(_envelope(meter, 4, T0, "meter", {"p_kw": 1.0}), None, S) is None
     assert route(_envelope(other, 0, T0, "air", {"pm25": 4.0}), hdr, S) is None  # not a feeder kind
     assert route(b"not an envelope", hdr, S) is None
+    forger = DeviceKey.generate()  # signs well, but is not enrolled: never in a group's sum
+    assert route(_envelope(forger, 0, T0, "meter", {"p_kw": 1.0}), hdr, S) is None
 
 
 def test_an_interval_closes_once_every_member_reported_a_later_one_with_the_exact_sum() -> None:
@@ -117,15 +142,19 @@ def test_batches_across_a_checkpoint_forecast_exactly_like_the_offline_series() 
     offline = SeriesState(S.energy_step_s, S.energy_season_steps, model_name=S.model)
     expected = [observe(offline, v, T0 + t * Q).forecast for t, v in enumerate(sums[:39])]
     assert [f.forecast for f in forecasts] == expected
-    assert forecasts[-1].n == 38 and decode_group(table[b"feeder/d2/meter"]).closed_through >= 0
+    assert forecasts[-1].n == 38
+    assert decode_group(table[b"feeder/d2/meter"], SECRET, b"feeder/d2/meter").closed_through >= 0
 
 
 def test_unreadable_state_raises_a_clear_error_and_the_batch_starts_the_group_afresh() -> None:
+    with pytest.raises(StateTampered):
+        decode_group(b"garbage", SECRET, b"feeder/d1/meter")
     with pytest.raises(ModelStateError, match="changelog"):
-        decode_group(b"garbage")
+        decode_group(seal(SECRET, b"group-aggregates/feeder/d1/meter", b"garbage"), SECRET,
+                     b"feeder/d1/meter")
     rec = _member("a", 0, T0, 1.0).encode()
     out = aggregate_batch([(b"feeder/d1/meter", rec)], lambda _k: b"garbage", S)
-    assert decode_group(out.states[b"feeder/d1/meter"]).last_seq == {"a": 0}
+    assert decode_group(out.states[b"feeder/d1/meter"], SECRET, b"feeder/d1/meter").last_seq == {"a": 0}
 
 
 def test_a_member_record_that_does_not_parse_is_skipped_and_counted() -> None:
@@ -134,7 +163,7 @@ def test_a_member_record_that_does_not_parse_is_skipped_and_counted() -> None:
     before = REGISTRY.get_sample_value("citygrid_stream_aggregate_ungrouped_total") or 0
     good = _member("a", 0, T0, 1.0).encode()
     out = aggregate_batch([(b"feeder/d1/meter", b"{junk"), (b"feeder/d1/meter", good)], lambda _k: None, S)
-    assert decode_group(out.states[b"feeder/d1/meter"]).last_seq == {"a": 0}
+    assert decode_group(out.states[b"feeder/d1/meter"], SECRET, b"feeder/d1/meter").last_seq == {"a": 0}
     assert REGISTRY.get_sample_value("citygrid_stream_aggregate_ungrouped_total") == before + 1
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from citygrid.reading import Reading, sign_reading
 from citygrid.records import Alert, Forecast
+from citygrid.sealed import StateTampered, seal
 from citygrid.settings import StreamSettings
 from citygrid.signing import DeviceKey
 from citygrid.stream.anomaly import Watch
@@ -26,6 +27,12 @@ from citygrid.stream.learning import (
 
 T0 = 1_750_000_000_000
 KEY = DeviceKey.generate()
+STATE_KEY = "unit-test-state-key-of-32-chars!"
+SECRET, DEVICE = STATE_KEY.encode(), KEY.device_id.encode()
+
+
+def _settings() -> StreamSettings:
+    return StreamSettings(state_key=STATE_KEY)
 
 
 def _reading(seq: int, value: float, kind: str = "meter") -> Reading:
@@ -37,17 +44,17 @@ def _daily(i: int) -> float:
 
 
 def test_state_survives_the_table_round_trip_and_keeps_forecasting_the_same() -> None:
-    s = StreamSettings()
+    s = _settings()
     state = new_state(_reading(0, 1.0), s)
     for i in range(200):
         process(state, _reading(i, _daily(i)))
-    restored = decode_state(encode_state(state))
+    restored = decode_state(encode_state(state, SECRET, DEVICE), SECRET, DEVICE)
     a, b = process(state, _reading(200, _daily(200))), process(restored, _reading(200, _daily(200)))
     assert a.forecast == b.forecast and restored.series.n == state.series.n
 
 
 def test_redelivered_readings_are_not_learned_twice() -> None:
-    state = new_state(_reading(0, 1.0), StreamSettings())
+    state = new_state(_reading(0, 1.0), _settings())
     for i in range(10):
         process(state, _reading(i, float(i)))
     assert process(state, _reading(5, 5.0)) is None
@@ -55,10 +62,12 @@ def test_redelivered_readings_are_not_learned_twice() -> None:
 
 
 def test_unreadable_state_fails_with_what_to_do() -> None:
+    with pytest.raises(StateTampered, match="not sealed"):
+        decode_state(b"not a pickle", SECRET, DEVICE)
     with pytest.raises(ModelStateError, match="changelog"):
-        decode_state(b"not a pickle")
+        decode_state(seal(SECRET, b"device-models/" + DEVICE, b"not a pickle"), SECRET, DEVICE)
     with pytest.raises(ModelStateError, match="STREAM_APP_ID"):
-        decode_state(pickle.dumps((0, object())))
+        decode_state(seal(SECRET, b"device-models/" + DEVICE, pickle.dumps((0, object()))), SECRET, DEVICE)
 
 
 def test_traffic_kinds_use_the_traffic_interval() -> None:
@@ -97,35 +106,36 @@ def test_a_batch_writes_each_device_once_and_skips_what_does_not_parse() -> None
     envs = [sign_reading(_reading(i, float(i)), KEY).encode() for i in range(5)]
     envs.append(sign_reading(Reading(device=other.device_id, seq=0, ts_ms=T0, kind="pv",
                                      values={"p_kw": 0.0}), other).encode())
-    out = learn_batch([(None, e) for e in [*envs, b"junk"]], lambda _k: None, StreamSettings())
+    out = learn_batch([(None, e) for e in [*envs, b"junk"]], lambda _k: None, _settings())
     assert set(out.states) == {KEY.device_id.encode(), other.device_id.encode()}
     assert len(out.forecasts) == 6 and out.skipped == 1
     last = Forecast.decode(out.forecasts[4][1])
     assert (last.scope, last.device, last.based_on_seq, last.n) == ("device", KEY.device_id, 4, 4)
     # A second batch continues from the stored state.
     more = [sign_reading(_reading(5, 5.0), KEY).encode()]
-    out2 = learn_batch([(None, e) for e in more], out.states.get, StreamSettings())
+    out2 = learn_batch([(None, e) for e in more], out.states.get, _settings())
     assert Forecast.decode(out2.forecasts[0][1]).n == 5
 
 
 def test_live_states_are_reused_only_while_the_table_holds_their_bytes() -> None:
-    s = StreamSettings()
+    s = _settings()
     cache = LiveStates()
     envs = [sign_reading(_reading(i, float(i)), KEY).encode() for i in range(3)]
     table: dict[bytes, bytes] = {}
     table.update(learn_batch([(None, e) for e in envs[:2]], table.get, s, cache).states)
     key = KEY.device_id.encode()
-    live = cache.get(key, table[key])
-    assert cache.get(key, table[key]) is live  # no unpickling on the hot path
+    live = cache.get(key, table[key], SECRET)
+    assert cache.get(key, table[key], SECRET) is live  # no unpickling on the hot path
     copy = bytes(bytearray(table[key]))  # as after a changelog restore
-    assert cache.get(key, copy) is not live and cache.get(key, copy).series.n == live.series.n
+    assert cache.get(key, copy, SECRET) is not live
+    assert cache.get(key, copy, SECRET).series.n == live.series.n
 
 
 def test_traffic_loops_forecast_vehicles_not_the_derived_flow() -> None:
     r = Reading(device=KEY.device_id, seq=0, ts_ms=T0, kind="traffic",
                 values={"flow_veh_h": 600.0, "vehicles": 10.0})
     assert pick_value(r) == "vehicles"
-    assert new_state(r, StreamSettings()).series.step_s == StreamSettings().traffic_step_s
+    assert new_state(r, _settings()).series.step_s == StreamSettings().traffic_step_s
 
 
 @pytest.mark.parametrize("stored", [
@@ -135,17 +145,17 @@ def test_traffic_loops_forecast_vehicles_not_the_derived_flow() -> None:
 def test_an_unusable_saved_state_is_reset_and_learning_goes_on(stored: bytes | str) -> None:
     from prometheus_client import REGISTRY
 
-    s = StreamSettings()
+    s = _settings()
     if stored == "broken-detector":
         state = new_state(_reading(0, 1.0), s)
         for i in range(4):
             process(state, _reading(i, float(i)))
         state.watch.detector = object()  # as if pickled by an incompatible version
-        stored = encode_state(state)
+        stored = encode_state(state, SECRET, DEVICE)
     before = REGISTRY.get_sample_value("citygrid_stream_state_resets_total") or 0
     env = sign_reading(_reading(7, 2.0), KEY).encode()
     out = learn_batch([(None, env)], lambda _k: stored, s)
     assert REGISTRY.get_sample_value("citygrid_stream_state_resets_total") == before + 1
     # A fresh state: this is the first reading it has learned from.
     assert len(out.forecasts) == 1 and Forecast.decode(out.forecasts[0][1]).n == 0
-    assert decode_state(out.states[KEY.device_id.encode()]).last_seq == 7
+    assert decode_state(out.states[KEY.device_id.encode()], SECRET, DEVICE).last_seq == 7

@@ -11,13 +11,13 @@ import time
 
 import libsumo as sim
 import pytest
-from support import wait_until
+from support import as_service, enrol, wait_until
 
 from citygrid.edge.traffic.controller import ADVISED_PROGRAM, SignalController, safe_greens
 from citygrid.edge.traffic.intersection import IntersectionAgent
 from citygrid.mqtt import Publisher
 from citygrid.settings import CitygridSettings
-from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.signing import DeviceKey
 from citygrid.sim.traffic.evaluation import prepare, sumo_command
 from citygrid.sim.traffic.scenario import Scenario
 from citygrid.stream.ingest import Ingest
@@ -47,18 +47,21 @@ def test_advice_reaches_the_lights_and_they_fall_back_when_it_stops(live: Citygr
     sim.start(sumo_command(files, "citygrid", 1, 3600, tmp_path / "tripinfo.xml"))
     agents: list[IntersectionAgent] = []
     ingest = advisor = None
+    authority = DeviceKey.generate()
+    authority.save(tmp_path / "command.key")
+    live = live.model_copy(update={"traffic": live.traffic.model_copy(
+        update={"command_key_file": tmp_path / "command.key"})})
     try:
-        registry = DeviceRegistry()
         for tls in sim.trafficlight.getIDList():
             key = DeviceKey.generate()
-            registry.add(key.public_key)
-            pub = Publisher(live.mqtt, client_id=f"{live.mqtt.ingest_client_id}-{tls}")
+            device = enrol(live, key, live.traffic.district, "traffic")
+            pub = Publisher(device.mqtt, client_id=f"edge-{key.device_id}")
             agents.append(IntersectionAgent(key, SignalController(sim, tls, live.traffic), pub,
-                                            live.mqtt.commands_topic, live.traffic))
-        registry.save(live.paths.device_registry)
+                                            live.mqtt.commands_topic, live.traffic, authority.public_key,
+                                            tmp_path / "lights"))
         for a in agents:
             a.publisher.connect()
-        ingest, advisor = Running(Ingest(live)), Running(TrafficAdvisor(live))
+        ingest, advisor = Running(Ingest(live)), Running(TrafficAdvisor(as_service(live, "advisor")))
 
         # Morning peak build-up: run 15 simulated minutes, one advice round trip per interval.
         t = 0

@@ -4,13 +4,14 @@ exactly those the auction gives on the same book."""
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
 from support import wait_until
 
+from citygrid import kafka_clients
 from citygrid.devtools.processes import spawn, stop
 from citygrid.market import Mechanism, Order, Side, Trade
 from citygrid.records import Forecast
@@ -33,11 +34,12 @@ def _settings(live: CitygridSettings, tmp: Path) -> CitygridSettings:
     path = tmp / "participants.json"
     path.write_text(json.dumps(PARTICIPANTS))
     return live.model_copy(update={"market": live.market.model_copy(update={
-        "interval_s": INTERVAL_S, "gate_s": 1.0, "tick_s": 0.3, "participants_file": path})})
+        "interval_s": INTERVAL_S, "gate_s": 1.0, "tick_s": 0.3, "participants_file": path}),
+        "stream": live.stream.model_copy(update={"state_key": secrets.token_hex(32)})})
 
 
 def _group_stable(s: CitygridSettings) -> bool:
-    admin = KafkaAdminClient(bootstrap_servers=s.kafka.bootstrap)
+    admin = kafka_clients.admin(s.kafka)
     try:
         return any(g["group_id"] == s.kafka.stream_app_id and g["group_state"] == "Stable"
                    for g in admin.list_groups())
@@ -76,7 +78,7 @@ def test_orders_and_forecasts_clear_into_the_auctions_trades(live: CitygridSetti
     s = _settings(live, tmp_path)
     ensure_topics(s.kafka, [s.kafka.orders_topic, s.kafka.trades_topic, s.kafka.forecasts_topic])
     worker = spawn(["stream", "worker"], s.as_env(), tmp_path / "worker.log")
-    producer = KafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
+    producer = kafka_clients.producer(s.kafka, acks="all")
     try:
         wait_until(lambda: _group_stable(s), 90, "the stream worker to join its consumer group", every_s=0.3)
         interval_ms = INTERVAL_S * 1000

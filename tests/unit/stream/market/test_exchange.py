@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import REGISTRY
 
 from citygrid.market import Mechanism, Order, Side
@@ -68,3 +69,24 @@ def test_a_book_clears_once_its_gate_has_passed_into_the_auctions_trades() -> No
     assert trades == clear(orders[:2], M.grid_fee, Mechanism(M.mechanism), T0).trades and trades
     assert clear_due(books, gate + 1, M) == []  # cleared once only
     assert list(books.open) == [T0 + INTERVAL_MS]
+
+
+def test_a_refused_order_says_why_for_its_dead_letter_and_unbounded_integers_are_refused() -> None:
+    import json
+
+    from citygrid.stream.market.exchange import Refused, take_order
+
+    books = IntervalBooks(INTERVAL_MS)
+    good = json.loads(_order("c", Side.OFFER, 100, 1).model_dump_json())
+    for changes, reason in (({"wh": 2**63}, "malformed"), ({"limit": 2**64}, "malformed"),
+                            ({"interval_start_ms": -1}, "malformed"), ({}, None)):
+        raw = json.dumps(good | changes).encode()
+        if reason is None:
+            take_order(books, raw)
+            continue
+        with pytest.raises(Refused) as err:
+            take_order(books, raw)
+        assert err.value.reason == reason
+    with pytest.raises(Refused) as err:
+        take_order(books, b" " * 70_000)
+    assert err.value.reason == "too_large"

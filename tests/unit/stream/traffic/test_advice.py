@@ -1,13 +1,18 @@
-"""Signal advice logic without SUMO or brokers: Webster's plan, the advisor's forecasts, the wire format."""
+"""Signal advice without SUMO or brokers: Webster's plan, the advisor's forecasts, the signed wire format."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from citygrid.commands import AdviceRejected, SignalAdvice
+from citygrid.commands import CommandGuard, CommandIssuer, CommandRejected, CommandVerifier, SignalAdvice
+from citygrid.errors import ConfigError
 from citygrid.reading import Reading
-from citygrid.settings import StreamSettings, TrafficSettings
+from citygrid.settings import CitygridSettings, StreamSettings, TrafficSettings
+from citygrid.signing import DeviceKey
 from citygrid.stream.traffic.advice import Advisor, phase_lanes, webster
+from citygrid.stream.traffic.advisor import TrafficAdvisor
 
 B = TrafficSettings()
 T0 = 1_767_225_600_000
@@ -30,13 +35,21 @@ def test_webster_caps_a_saturated_intersection_at_the_maximum_cycle() -> None:
     assert sum(greens) == pytest.approx(B.max_cycle_s - 6.0)
 
 
-def test_advice_round_trips_and_garbage_is_rejected() -> None:
+def test_advice_travels_signed_and_garbage_is_refused(tmp_path: Path) -> None:
+    authority = DeviceKey.generate()
     advice = SignalAdvice("dabc", (12.5, 20.0), 38.5, T0)
-    assert SignalAdvice.decode(advice.encode()) == advice
-    empty = b'{"device": "x", "greens_s": [], "cycle_s": 1, "issued_ms": 1}'
-    for bad in (b"not json", b'{"device": "x"}', empty):
-        with pytest.raises(AdviceRejected):
-            SignalAdvice.decode(bad)
+    light = CommandVerifier(authority.public_key, "dabc", CommandGuard(tmp_path / "n.json"), 16 * 1024)
+    cmd, _ = light.open(CommandIssuer(authority).advice(advice, ttl_s=60), "signal_advice")
+    assert cmd.advice() == advice
+    unsigned = b'{"device": "dabc", "greens_s": [60, 5], "cycle_s": 71, "issued_ms": 1}'
+    for bad in (b"not json", unsigned, b"[" * 100_000):
+        with pytest.raises(CommandRejected):
+            light.open(bad, "signal_advice")
+
+
+def test_the_advisor_refuses_to_start_without_the_command_key(settings: CitygridSettings) -> None:
+    with pytest.raises(ConfigError, match="CITYGRID_TRAFFIC__COMMAND_KEY_FILE"):
+        TrafficAdvisor(settings)
 
 
 def _reading(seq: int, ns: float, ew: float) -> Reading:
