@@ -144,7 +144,7 @@ def _at_pre_fix(path: str) -> str:
         return subprocess.run(["git", "-C", str(ROOT), "show", f"{PRE_FIX}:{path}"], capture_output=True,
                               text=True, check=True, timeout=30).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"needs the git history ({PRE_FIX}:{path}): {exc}")
+        pytest.fail(f"needs the git history ({PRE_FIX}:{path}): {exc}; clone without --depth")
 
 
 def test_flags_the_ledger_importing_the_streams_trade_before_the_fix() -> None:
