@@ -8,7 +8,9 @@ certificate, exactly as in a deployment that uses a real CA.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import ipaddress
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ CA_DAYS = 3650
 LEAF_DAYS = 825  # the CA/Browser Forum's old ceiling: long enough for a dev box, short enough to rotate
 LOCAL_NAMES = ("localhost",)
 LOCAL_IPS = ("127.0.0.1", "::1")
+_LOCK = threading.Lock()  # flock is per process: threads of one process queue here first
 
 
 def _file(name: str, doc: str) -> property:
@@ -44,6 +47,12 @@ class LocalPki:
         """Create the CA and the server certificate unless both exist (idempotent)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o700)
+        # The local servers start in parallel and each ensures the PKI: one creates it, the others wait.
+        with _LOCK, open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._create_missing()
+
+    def _create_missing(self) -> LocalPki:
         if not (self.ca_cert.exists() and self.ca_key.exists()):
             key = ec.generate_private_key(ec.SECP256R1())
             _write_key(self.ca_key, key)
