@@ -174,8 +174,15 @@ def up(s: CitygridSettings, names: list[str] | None = None) -> list[str]:
     """Start the named servers (all by default) in parallel; return those this call started."""
     chosen = [srv for name, srv in servers(s).items() if names is None or name in names]
     with ThreadPoolExecutor(len(chosen) or 1) as pool:
-        started = list(pool.map(Server.start, chosen))
-    return [srv.name for srv, st in zip(chosen, started, strict=True) if st]
+        futures = [pool.submit(srv.start) for srv in chosen]
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:
+        # Leave nothing half up: a later start would find the ports taken by servers nobody stops.
+        for srv, f in zip(chosen, futures, strict=True):
+            if f.exception() is None and f.result():
+                srv.stop()
+        raise failed[0]
+    return [srv.name for srv, f in zip(chosen, futures, strict=True) if f.result()]
 
 
 def down(s: CitygridSettings, names: list[str] | None = None) -> None:
