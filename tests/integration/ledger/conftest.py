@@ -152,3 +152,17 @@ def committed_offsets() -> Callable[[CitygridSettings, str, str], int]:
             consumer.close()
 
     return committed
+
+
+@pytest.fixture
+def publish_trades() -> Callable[[CitygridSettings, list[tuple[int, bytes]]], None]:
+    """Write (interval start, trade record) pairs to the trades topic, keyed by interval like the market."""
+
+    def publish(s: CitygridSettings, records: list[tuple[int, bytes]]) -> None:
+        producer = kafka_clients.producer(s.kafka, acks="all")
+        for interval, value in records:
+            producer.send(s.kafka.trades_topic, key=str(interval).encode(), value=value)
+        producer.flush(30)
+        producer.close(5)
+
+    return publish

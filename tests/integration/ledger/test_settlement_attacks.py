@@ -11,12 +11,10 @@ import pytest
 from substrateinterface import Keypair
 from support import wait_until
 
-from citygrid import kafka_clients
 from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.settlement_store import SettlementStore
 from citygrid.market import Trade, trade_id
 from citygrid.records import DeadLetter
-from citygrid.settings import CitygridSettings
 from citygrid.stream.kafka_topics import ensure_topics, read_topic
 from citygrid.topics import dead_letters_topic
 
@@ -31,16 +29,9 @@ def _trade(interval: int, buyer: str, seller: str, wh: int) -> Trade:
                  price=2_000_000, grid_fee=100_000)
 
 
-def _publish(s: CitygridSettings, records: list[tuple[int, bytes]]) -> None:
-    producer = kafka_clients.producer(s.kafka, acks="all")
-    for interval, value in records:
-        producer.send(s.kafka.trades_topic, key=str(interval).encode(), value=value)
-    producer.flush(30)
-    producer.close(5)
-
-
 def test_forged_and_malformed_trades_are_dead_lettered_and_the_genuine_one_settles(
-        accounts_factory, settler_settings, child_env, committed_offsets, tmp_path: Path) -> None:
+        accounts_factory, publish_trades, settler_settings, child_env, committed_offsets,
+        tmp_path: Path) -> None:
     acc = accounts_factory(buyers=1, sellers=1)
     s = settler_settings(acc)
     ensure_topics(s.kafka, [s.kafka.trades_topic])
@@ -54,7 +45,7 @@ def test_forged_and_malformed_trades_are_dead_lettered_and_the_genuine_one_settl
     before = acc.balances()
     attacker_before = acc.chain.asset_balance(acc.asset_id, attacker_address)
 
-    _publish(s, [(FORGED, forged.model_dump_json().encode()), (GENUINE, malformed),
+    publish_trades(s, [(FORGED, forged.model_dump_json().encode()), (GENUINE, malformed),
                  (GENUINE, b"\x00not json"), (GENUINE, genuine.model_dump_json().encode())])
     store = SettlementStore(s.paths.settlement_store)
     log = tmp_path / "settler.log"

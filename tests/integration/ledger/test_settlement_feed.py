@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 from support import wait_until
 
-from citygrid import kafka_clients
 from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.settlement_history import expected_transfers, read_back
 from citygrid.ledger.settlement_store import SettlementStore
 from citygrid.market import Trade, trade_id
-from citygrid.settings import CitygridSettings
 from citygrid.stream.kafka_topics import ensure_topics
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
@@ -28,17 +26,9 @@ def _trades(interval: int, pairs: list[tuple[str, str, int]]) -> list[Trade]:
                   price=2_500_000, grid_fee=150_000) for b, s, wh in pairs]
 
 
-def _publish(s: CitygridSettings, trades: list[Trade]) -> None:
-    producer = kafka_clients.producer(s.kafka, acks="all")
-    for t in trades:  # keyed by interval, as the market publishes them
-        producer.send(s.kafka.trades_topic, key=str(t.interval_start_ms).encode(),
-                      value=t.model_dump_json().encode())
-    producer.flush(30)
-    producer.close(5)
-
-
 def test_feed_settles_each_interval_once_across_a_kill_before_commit(
-        accounts_factory, settler_settings, child_env, committed_offsets, tmp_path: Path) -> None:
+        accounts_factory, publish_trades, settler_settings, child_env, committed_offsets,
+        tmp_path: Path) -> None:
     acc = accounts_factory(buyers=2, sellers=2)
     s = settler_settings(acc)
 
@@ -53,7 +43,7 @@ def test_feed_settles_each_interval_once_across_a_kill_before_commit(
     before = acc.balances()
     store = SettlementStore(s.paths.settlement_store)
 
-    _publish(s, first)
+    publish_trades(s, [(t.interval_start_ms, t.model_dump_json().encode()) for t in first])
     # Killed right after the first interval is settled on chain, before the feed commits its offsets:
     # the restarted feed reads those trades again and must not pay them twice.
     log1 = tmp_path / "feed1.log"
@@ -66,7 +56,7 @@ def test_feed_settles_each_interval_once_across_a_kill_before_commit(
     assert store.get(FIRST).status == "settled"
     assert committed() == 0, "the killed feed must not have committed, or this tests no re-read"
 
-    _publish(s, second)
+    publish_trades(s, [(t.interval_start_ms, t.model_dump_json().encode()) for t in second])
     log2 = tmp_path / "feed2.log"
     feed = spawn(["ledger", "settle"], child_env(s), log2)
     try:
