@@ -66,6 +66,8 @@ def make_app(s: CitygridSettings) -> faust.App:
         topic_partitions=s.kafka.partitions,
         topic_replication_factor=1,
         web_enabled=False,
+        # Faust's own files (its table data and lock) beside the rest of this worker's state, not in the cwd.
+        datadir=str(s.paths.data_dir / f"faust-{s.kafka.stream_app_id}"),
         producer_acks=-1,
         # Forecasts, stats and changelog records go out one per reading: let aiokafka batch them.
         producer_linger=0.005,
