@@ -50,12 +50,15 @@ class PathSettings(_Section):
     settlement_store: Path | None = None  # <data_dir>/settlements.sqlite
     logs_dir: Path | None = None  # <data_dir>/logs: child processes of the demo
     servers_dir: Path | None = None  # <data_dir>/servers: the local servers' config, data and pid files
+    # The market participants' registry (public: addresses, order keys, buses, devices, limits), read by
+    # the market, each participant's bidder and the settler (citygrid.participants).
+    participants: Path | None = None  # <data_dir>/participants.json
 
     @model_validator(mode="after")
     def _derive(self) -> PathSettings:
         defaults = {"device_registry": "devices.json", "keystore": "keystore.json", "models_dir": "models",
                     "anchor_store": "anchors.sqlite", "settlement_store": "settlements.sqlite",
-                    "logs_dir": "logs", "servers_dir": "servers"}
+                    "logs_dir": "logs", "servers_dir": "servers", "participants": "participants.json"}
         # Absolute from the start: child processes and servers run in other working directories.
         object.__setattr__(self, "data_dir", self.data_dir.absolute())
         object.__setattr__(self, "cache_dir", self.cache_dir.absolute())
@@ -97,6 +100,29 @@ class MqttSettings(_Section):
     # update is the largest legitimate one) and what the broker queues per offline client.
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_queued_messages: int = Field(default=2_000_000, ge=100)
+    # A JSON file {"username", "password", "client_id"} (0600) that gives this process its identity in
+    # place of the three settings above, so the password never stands in an environment or a unit: a
+    # deployed agent reads the private copy systemd hands it (citygrid.ops.deploy).
+    credentials_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _identity_from_file(self) -> MqttSettings:
+        if self.credentials_file is not None:
+            username, password, client_id = read_identity(self.credentials_file)
+            for name, value in (("username", username), ("password", password), ("client_id", client_id)):
+                object.__setattr__(self, name, value)
+        return self
+
+
+def read_identity(path: Path) -> tuple[str, str, str]:
+    """(username, password, client id) from a broker credentials file (JSON, 0600): the one reader of
+    the format `citygrid edge service` and `citygrid edge deploy` write."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        return str(raw["username"]), str(raw["password"]), str(raw["client_id"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # The error names the file and what is wrong with it, never its contents.
+        raise ValueError(f"cannot read MQTT credentials {path}: {type(exc).__name__} {exc}") from None
 
 
 class KafkaSettings(_Section):
@@ -147,6 +173,9 @@ class AnchorSettings(_Section):
     interval_s: int = 900
     idle_flush_s: float = 3.0
     max_batch: int = 1_000_000
+    # Threads that re-verify polled readings (libsodium runs without the GIL) while the next poll is
+    # fetched: 2 keeps re-verification off the consumer's path on a 2-core node.
+    verify_threads: int = Field(default=2, ge=1, le=64)
 
 
 class MarketSettings(_Section):
@@ -157,9 +186,21 @@ class MarketSettings(_Section):
     tick_s: float = 1.0
     grid_fee: int = 100_000
     mechanism: Literal["pay_as_clear", "pay_as_bid"] = "pay_as_clear"
-    # JSON: {"participants": {name: {"buy_limit", "sell_limit", "devices": [device ids]}}}; unset, no
-    # forecast turns into an order (participants then send their own orders to orders_topic).
-    participants_file: Path | None = None
+
+
+class DeliverySettings(_Section):
+    """The delivery check: each interval's trades against what anchored readings show was delivered.
+
+    A shortfall counts once it exceeds tolerance_wh + tolerance_pct of the traded energy. The default
+    2 % is the accuracy of the meters a household has (IEC 62053-21 class 2 / EN 50470-3 class A,
+    ±2 % of active energy), so a meter's own error never raises an alert; the 1 Wh covers trades being
+    whole watt-hours. A reading's power holds until the device's next reading, at most max_hold_s:
+    the default 900 s is SimBench's profile step, the slowest cadence a citygrid meter reports at.
+    """
+
+    tolerance_pct: float = Field(default=2.0, ge=0, le=100)
+    tolerance_wh: float = Field(default=1.0, ge=0)
+    max_hold_s: int = Field(default=900, gt=0)
 
 
 class SettlementSettings(_Section):
@@ -177,9 +218,6 @@ class SettlementSettings(_Section):
     # asset's smallest unit: the operator's cap on what a settler key could ever move from one account
     # (a day of a household's purchases: 100 units of a 10-decimal asset).
     allowance_cap: int = Field(default=100 * 10**10, gt=0, le=2**63 - 1)
-    # Enrolled participants, JSON {name: SS58 address}: the settler pays only between these addresses
-    # (a trade naming anyone else is dead-lettered). Unset: <data_dir>/participants.json.
-    participants_file: Path | None = None
     group: str = "citygrid-settler"
     max_trades_per_extrinsic: int = 500  # ≈546 fit a block by weight (benchmarks.ledger_settle)
     # Test hook: the settler kills itself at this step ("after_submit", …) to prove crash safety.
@@ -330,6 +368,7 @@ class CitygridSettings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     market: MarketSettings = MarketSettings()
     settlement: SettlementSettings = SettlementSettings()
+    delivery: DeliverySettings = DeliverySettings()
     edge: EdgeSettings = EdgeSettings()
     metrics_host: str = "127.0.0.1"
     traffic: TrafficSettings = TrafficSettings()

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 
 import structlog
-from kafka.structs import OffsetAndMetadata
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import Counter
 from substrateinterface import Keypair
 
@@ -30,11 +31,12 @@ from citygrid.ledger.batching import IntervalBatcher
 from citygrid.ledger.chain import ChainClient, inclusion_histogram
 from citygrid.ledger.consumer import ledger_consumer
 from citygrid.ledger.dead_letters import DeadLetters
-from citygrid.ledger.merkle import MerkleTree
 from citygrid.ledger.offsets import OffsetTracker
 from citygrid.ledger.remarks import anchor_remark
 from citygrid.ledger.signer import role_keypair
-from citygrid.reading_check import ReadingChecker
+from citygrid.merkle import MerkleTree
+from citygrid.reading import Reading
+from citygrid.reading_check import BatchChecks, PendingChecks, ReadingChecker
 from citygrid.settings import CitygridSettings
 
 log = structlog.get_logger(__name__)
@@ -73,20 +75,23 @@ class Anchorer:
         return cls(s, AnchorStore(s.paths.anchor_store), chain,
                    role_keypair(s, "anchorer", chain.chain_type()))
 
-    def place(self, record: object) -> int | None:
+    def place(self, record: object, checked: Reading | ReadingRejected | None = None) -> int | None:
         """Batch one consumed record (kafka-python's ConsumerRecord, or bytes); the interval start of
-        the batch now holding it, or None if none does (already anchored, or refused)."""
+        the batch now holding it, or None if none does (already anchored, or refused). `checked` is
+        the record's verdict when `BatchChecks` already computed it; else it is checked here."""
         envelope = getattr(record, "value", record)
         try:
-            return self._place(envelope)
+            reading = self.checker.check(envelope) if checked is None else checked
+            if isinstance(reading, ReadingRejected):
+                raise reading
+            return self._place(reading, envelope)
         except ReadingRejected as exc:
             self._refuse(record, exc.reason, str(exc))
         except Exception as exc:  # one record must never stop anchoring for every later one
             self._refuse(record, "unprocessable", repr(exc))
         return None
 
-    def _place(self, envelope: bytes) -> int | None:
-        reading = self.checker.check(envelope)
+    def _place(self, reading: Reading, envelope: bytes) -> int | None:
         held = self.store.envelope(reading.device, reading.seq)
         if held is None:
             held = self.batcher.held(reading.device, reading.seq)
@@ -135,33 +140,49 @@ class Anchorer:
         return [self.submit(b) for b in self.store.batches(pending_only=True)]
 
     def run(self, stop: threading.Event) -> None:
-        """Consume the readings topic until `stop` is set."""
+        """Consume the readings topic until `stop` is set.
+
+        Each polled batch is verified on `BatchChecks` threads while the next is fetched, and placed
+        (in record order) one poll later; records not yet placed are never committed past.
+        """
         s = self.settings
         consumer = ledger_consumer(s.kafka, s.kafka.readings_topic, s.kafka.anchor_group,
                                    max_poll_records=10_000)
         self.dead = DeadLetters(s.kafka, s.kafka.readings_topic, "anchorer")
+        checks = BatchChecks(self.checker.registry, s.anchor.verify_threads)
         self.resubmit_pending()
         offsets, committed = OffsetTracker(), {}
         last_record = time.monotonic()
+        pending: tuple[list[ConsumerRecord], PendingChecks] | None = None
         try:
             while not stop.is_set():
-                polled = consumer.poll(timeout_ms=200)
-                for tp, records in polled.items():
-                    for rec in records:
-                        offsets.consume(tp, rec.offset, self.place(rec))
-                if polled:
+                records = [rec for batch in consumer.poll(timeout_ms=200).values() for rec in batch]
+                if pending is not None:
+                    self._place_all(offsets, *pending)
+                pending = (records, checks.submit([r.value for r in records])) if records else None
+                if records:
                     last_record = time.monotonic()
-                due = self.batcher.closed()
-                if len(self.batcher) and time.monotonic() - last_record >= s.anchor.idle_flush_s:
-                    due += self.batcher.drain()
-                for start, leaves in due:
-                    self.anchor(start, leaves)
-                    offsets.release(start)
+                self._anchor_due(offsets, idle=pending is None
+                                 and time.monotonic() - last_record >= s.anchor.idle_flush_s)
                 commit = {tp: o for tp, o in offsets.committable().items() if committed.get(tp) != o}
                 if commit:
                     self.dead.flush()  # a refused record is committed past only once its letter is kept
                     consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in commit.items()})
                     committed.update(commit)
         finally:
+            checks.close()
             consumer.close()
             self.dead.close()
+
+    def _place_all(self, offsets: OffsetTracker, records: list[ConsumerRecord],
+                   checks: PendingChecks) -> None:
+        for rec, checked in zip(records, checks.result(), strict=True):
+            offsets.consume(TopicPartition(rec.topic, rec.partition), rec.offset, self.place(rec, checked))
+
+    def _anchor_due(self, offsets: OffsetTracker, idle: bool) -> None:
+        due = self.batcher.closed()
+        if len(self.batcher) and idle:
+            due += self.batcher.drain()
+        for start, leaves in due:
+            self.anchor(start, leaves)
+            offsets.release(start)
