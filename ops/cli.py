@@ -17,23 +17,42 @@ console = Console()
 @edge.command()
 def deploy(devices: Path = typer.Argument(..., help="YAML: a `devices:` list (see citygrid.ops.deploy)."),
            known_hosts: Path = typer.Option(None, help="known_hosts file with the devices' host keys."),
+           provisioned_site: str = typer.Option(None, help="For devices with deps: provisioned, the "
+                                                "site-packages directory provisioned on them."),
            ) -> None:
-    """Install or upgrade the agent on every listed device over SSH; a failed device is rolled back."""
+    """Install or upgrade the agent on every listed device over SSH; a failed device is rolled back.
+
+    Each device gets its own broker identity (the credentials `citygrid edge enroll` wrote beside its
+    key), the broker's CA (CITYGRID_MQTT__CA_FILE) and the command public key it trusts
+    (CITYGRID_EDGE__COMMAND_PUBLIC_KEY, or the public half of CITYGRID_TRAFFIC__COMMAND_KEY_FILE)."""
     import yaml
 
-    from citygrid.ops.deploy import DeployError, Device, agent_env, deploy_device, release_archive
+    from citygrid.ops.deploy import (
+        DeployError,
+        Device,
+        DeviceTrust,
+        agent_env,
+        deploy_device,
+        release_archive,
+    )
 
     s = get_settings()
     spec = yaml.safe_load(devices.read_text())
-    archive = release_archive()
+    try:
+        trust = DeviceTrust.from_settings(s)
+    except DeployError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    archive, env = release_archive(), agent_env(s)
     failed = 0
     for entry in spec["devices"]:
-        d = Device(**{**spec.get("defaults", {}), **entry})
         try:
-            console.print(f"{d.name}: release {deploy_device(d, archive, agent_env(s), known_hosts)}")
+            d = Device.parse({**spec.get("defaults", {}), **entry})
+            release = deploy_device(d, archive, env, trust, known_hosts, provisioned_site)
+            console.print(f"{d.name}: release {release}")
         except DeployError as exc:
             failed += 1
-            console.print(f"[red]{d.name}: {exc}[/]")
+            console.print(f"[red]{exc}[/]")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -100,3 +119,52 @@ def service(role: str = typer.Argument(..., help="ingest, advisor, models or obs
     creds.save(credentials)
     console.print(f"{role} identity {creds.username} (client id {creds.client_id}); "
                   f"credentials in {credentials}")
+
+
+@edge.command("command-key")
+def command_key(out: Path = typer.Argument(..., help="Where the command authority's key lives (made here "
+                                            "if missing, 0600).")) -> None:
+    """Make (or read) the command authority's key; print its public half, what devices trust
+    (CITYGRID_EDGE__COMMAND_PUBLIC_KEY, the chart's commands.publicKey). Never registered as a device."""
+    from citygrid.signing import DeviceKey
+
+    if out.exists():
+        key = DeviceKey.load(out)
+    else:
+        key = DeviceKey.generate()
+        key.save(out)
+    console.print(key.public_key.hex())
+
+
+@edge.command("publish-model")
+def publish_model(model: Path = typer.Argument(..., help="The ONNX model (from `citygrid edge train`)."),
+                  device: list[str] = typer.Option(..., "--device", help="A target device id; repeat for "
+                                                   "each. Only these devices get (and accept) it."),
+                  serial: int = typer.Option(None, help="Must exceed the serial a device runs; default: "
+                                             "now, in seconds since the epoch."),
+                  ttl_days: float = typer.Option(7.0, help="How long a device may still install it."),
+                  command_key: Path = typer.Option(None, help="The command authority's key file "
+                                                   "(default CITYGRID_TRAFFIC__COMMAND_KEY_FILE)."),
+                  credentials: Path = typer.Option(None, help="The models service's broker credentials "
+                                                   "(JSON from `citygrid edge service models`); default: "
+                                                   "the settings' identity."),
+                  ) -> None:
+    """Sign a model update for each named device and publish it retained on its model topic."""
+    from citygrid.errors import CitygridError
+    from citygrid.ops.enroll import Credentials
+    from citygrid.ops.model_release import publish_model as release
+    from citygrid.signing import DeviceKey
+
+    s = get_settings()
+    key_file = command_key or s.traffic.command_key_file
+    if key_file is None:
+        raise typer.BadParameter("give --command-key or set CITYGRID_TRAFFIC__COMMAND_KEY_FILE")
+    if credentials is not None:
+        s = s.model_copy(update={"mqtt": Credentials.load(credentials).apply(s.mqtt)})
+    try:
+        r = release(s, model, device, DeviceKey.load(key_file), serial, ttl_days * 86400)
+    except CitygridError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"published {r.name} {r.version} (serial {r.serial}, {r.size} B, sha256 {r.sha256[:16]}…) "
+                  f"retained to {len(r.devices)} device(s): {', '.join(r.devices)}")

@@ -4,12 +4,26 @@ Layout on a device (under `root`, default /opt/citygrid-edge):
   releases/<id>/src       the citygrid core + edge sources of this release
   releases/<id>/venv      its virtual environment
   current -> releases/<id>  switched atomically (rename of a symlink)
-  config/agent.env        CITYGRID_* settings of the agent;  config/device.key (0600, root's)
+  config/agent.env        CITYGRID_* settings of the agent, the command public key it trusts among them
+  config/device.key       its reading key (0600, root's)
+  config/mqtt-credentials.json  its broker identity from `citygrid edge enroll` (0600, root's)
+  config/mqtt-ca.crt      the CA that signed the broker's certificate
   /var/lib/citygrid-edge  outbox and models (systemd's StateDirectory), kept across releases
 The agent runs as a sandboxed systemd service under a dynamic unprivileged user
-(`unit_file`): it reads its key through systemd's credentials (LoadCredential),
-writes only its state directory, holds no capabilities and may open only IP and
-Unix sockets.
+(`unit_file`): it gets its key, its broker identity and the broker's CA through
+systemd's credentials (LoadCredential: a private copy owned by the service's user,
+readable by nobody else, gone when it stops), and its settings point at those
+copies (CITYGRID_MQTT__CREDENTIALS_FILE, CITYGRID_MQTT__CA_FILE), so the broker
+password stands in no unit, environment, command line or log. It writes only its
+state directory, holds no capabilities and may open only IP and Unix sockets.
+
+What a device trusts comes from the operator's settings (`DeviceTrust`): the broker's
+CA and the command authority's public key; what it is comes from its enrolment (the
+credentials file `citygrid edge enroll` wrote beside its key, checked to name this
+key's device). Neither can come from the devices file, and the operator's own broker
+identity and local paths never reach a device (`agent_env`). A redeploy of the same
+release rewrites only what changed and restarts the agent if anything did (a rotated
+password, a new command key).
 
 Every value of the devices file is validated (`Device`, strict patterns) before
 anything is written, so none can add a line to the unit or the environment file,
@@ -32,6 +46,7 @@ import io
 import re
 import shlex
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -47,8 +62,10 @@ from pydantic import (
     field_validator,
 )
 
-from citygrid.errors import CitygridError
+from citygrid.errors import CitygridError, ConfigError
+from citygrid.ops.enroll import Credentials
 from citygrid.settings import CitygridSettings
+from citygrid.signing import DeviceKey
 
 log = structlog.get_logger(__name__)
 
@@ -79,8 +96,16 @@ SafePath = Annotated[str, AfterValidator(_safe_path)]
 ENV_VALUE = r"^[A-Za-z0-9 _.,:/@+=\[\]{}-]{0,500}$"
 # Settings a device entry may set for its agent; never its trust anchors or where its state lives.
 ENV_KEY = r"^CITYGRID_(MQTT|EDGE)__[A-Z0-9_]{1,60}$"
-PROTECTED_ENV = frozenset({"CITYGRID_EDGE__COMMAND_PUBLIC_KEY", "CITYGRID_MQTT__CA_FILE"})
+# The operator's broker identity and paths on the operator's machine: never sent to a device (it gets
+# its own identity and copies of what it trusts).
+NOT_FOR_DEVICES = frozenset({"CITYGRID_MQTT__USERNAME", "CITYGRID_MQTT__PASSWORD", "CITYGRID_MQTT__CLIENT_ID",
+                             "CITYGRID_MQTT__CREDENTIALS_FILE", "CITYGRID_MQTT__CA_FILE",
+                             "CITYGRID_MQTT__ADMIN_FILE"})
+PROTECTED_ENV = NOT_FOR_DEVICES | {"CITYGRID_EDGE__COMMAND_PUBLIC_KEY"}
 STATE_DIR = f"/var/lib/{UNIT}"  # systemd's StateDirectory= for the unit
+# What systemd hands the service (LoadCredential=NAME:{root}/config/NAME) and the setting naming its copy.
+CREDENTIALS = {"device.key": None, "mqtt-credentials.json": "CITYGRID_MQTT__CREDENTIALS_FILE",
+               "mqtt-ca.crt": "CITYGRID_MQTT__CA_FILE"}
 
 
 class Device(BaseModel):
@@ -102,6 +127,9 @@ class Device(BaseModel):
     deps: Literal["pip", "provisioned"] = "pip"
     modbus: str = Field(default="127.0.0.1:502", pattern=r"^[A-Za-z0-9_.-]{1,253}:[0-9]{1,5}$")
     district: str = Field(default="d1", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # The device's broker credentials on the operator's machine; default: what `citygrid edge enroll
+    # KEY` wrote beside its key (KEY.mqtt.env).
+    mqtt_credentials: Path | None = None
     env: dict[Annotated[str, StringConstraints(pattern=ENV_KEY)],
               Annotated[str, StringConstraints(pattern=ENV_VALUE)]] = Field(default_factory=dict)
 
@@ -152,8 +180,53 @@ def release_archive() -> bytes:
 
 
 def agent_env(s: CitygridSettings) -> dict[str, str]:
-    """The settings a device's agent gets from the operator's: its broker and edge sections only."""
-    return {k: v for k, v in s.as_env({}).items() if k.startswith(("CITYGRID_MQTT__", "CITYGRID_EDGE__"))}
+    """The settings a device's agent gets from the operator's: its broker and edge sections, without the
+    operator's own broker identity or local paths."""
+    return {k: v for k, v in s.as_env({}).items()
+            if k.startswith(("CITYGRID_MQTT__", "CITYGRID_EDGE__")) and k not in NOT_FOR_DEVICES}
+
+
+@dataclass(frozen=True)
+class DeviceTrust:
+    """What every deployed agent trusts: the broker's CA (PEM) and the command authority's public key."""
+
+    broker_ca: bytes
+    command_public_key: str  # hex ed25519
+
+    @classmethod
+    def from_settings(cls, s: CitygridSettings) -> DeviceTrust:
+        """From the operator's settings: the MQTT CA file, and the command public key (set, or derived
+        from the command key file the advisor signs with). Both are required: a device without the
+        CA cannot reach the broker, and one without the key would refuse every command."""
+        ca = Path(s.mqtt.ca_file) if s.mqtt.ca_file else None
+        if ca is None or not ca.is_file() or b"-----BEGIN CERTIFICATE-----" not in ca.read_bytes():
+            raise DeployError(f"the broker's CA certificate {ca} is missing or not PEM; set "
+                              "CITYGRID_MQTT__CA_FILE to the CA that signed the broker's certificate")
+        key = s.edge.command_public_key
+        if not key and s.traffic.command_key_file is not None:
+            key = DeviceKey.load(s.traffic.command_key_file).public_key.hex()
+        if not key:
+            raise DeployError("no command public key: set CITYGRID_EDGE__COMMAND_PUBLIC_KEY (or "
+                              "CITYGRID_TRAFFIC__COMMAND_KEY_FILE); a device deployed without it refuses "
+                              "every signal advice and model update")
+        return cls(ca.read_bytes(), key)
+
+
+def device_credentials(d: Device) -> Credentials:
+    """The device's broker identity from its enrolment, checked to be this key's device."""
+    path = Path(d.mqtt_credentials or f"{d.device_key}.mqtt.env")
+    if not path.is_file():
+        raise DeployError(f"{d.name}: no broker credentials at {path}; enrol the device first "
+                          f"(`citygrid edge enroll {d.device_key} …`) or set mqtt_credentials")
+    try:
+        creds = Credentials.read(path)
+        device_id = DeviceKey.load(d.device_key).device_id
+    except ConfigError as exc:
+        raise DeployError(f"{d.name}: {exc}") from None
+    if creds.username != device_id:
+        raise DeployError(f"{d.name}: {path} is the identity of {creds.username[:64]}, not of its key's "
+                          f"device {device_id}; point mqtt_credentials at this device's file")
+    return creds
 
 
 def unit_file(d: Device) -> str:
@@ -164,10 +237,13 @@ def unit_file(d: Device) -> str:
         "After=network-online.target", "",
         "[Service]", "Type=simple",
         f"EnvironmentFile={d.root}/config/agent.env",
-        # The key stays root's (0600); systemd hands the service a private copy in its credentials dir.
-        f"LoadCredential=device.key:{d.root}/config/device.key",
+        # Key, broker identity and CA stay root's (0600); systemd hands the service private copies in
+        # its credentials directory (%d), and the settings name those copies. (agent.env never sets
+        # these names: an EnvironmentFile would override them.)
+        *(f"LoadCredential={name}:{d.root}/config/{name}" for name in CREDENTIALS),
+        *(f"Environment={var}=%d/{name}" for name, var in CREDENTIALS.items() if var),
         f"ExecStart={d.root}/current/venv/bin/python -m citygrid edge run --key %d/device.key "
-        f"--outbox {STATE_DIR}/outbox.db --modbus {d.modbus} --district {d.district}",
+        f"--outbox {STATE_DIR}/outbox.db --modbus {d.modbus} --district {d.district} --with-models",
         f"WorkingDirectory={STATE_DIR}",
         "Restart=always", "RestartSec=2",
         # Who it runs as and what it may touch: a fresh unprivileged user, only its state writable.
@@ -230,19 +306,49 @@ class Remote:
         self.sftp.chmod(path + ".tmp", mode)
         self.sftp.posix_rename(path + ".tmp", path)
 
+    def put_if_changed(self, data: bytes, path: str, mode: int) -> bool:
+        """`put` unless the file already holds `data` with `mode`; whether it wrote."""
+        try:
+            with self.sftp.open(path, "rb") as f:
+                same = f.read() == data and (self.sftp.stat(path).st_mode or 0) & 0o777 == mode
+        except OSError:
+            same = False
+        if not same:
+            self.put(data, path, mode)
+        return not same
+
     def close(self) -> None:
         """End the SFTP channel and the SSH session."""
         self.sftp.close()
         self.ssh.close()
 
 
-def deploy_device(d: Device, archive: bytes, agent_env: dict[str, str],
+def device_config(d: Device, agent_env: dict[str, str], trust: DeviceTrust) -> dict[str, tuple[bytes, int]]:
+    """Every file of the device's config/ (name → contents, mode), made and checked on the operator's
+    machine before anything reaches the device."""
+    creds = device_credentials(d)
+    env = {**agent_env, **d.env, "CITYGRID_EDGE__COMMAND_PUBLIC_KEY": trust.command_public_key,
+           "CITYGRID_PATHS__MODELS_DIR": f"{STATE_DIR}/models", "CITYGRID_PATHS__DATA_DIR": STATE_DIR}
+    if leaked := sorted(set(env) & NOT_FOR_DEVICES):
+        raise DeployError(f"{d.name}: {', '.join(leaked)} must not reach a device (its identity and "
+                          "trust come from its enrolment and the deploy)")
+    return {
+        "agent.env": (env_file(env).encode(), 0o600),
+        "device.key": (Path(d.device_key).read_bytes(), 0o600),
+        "mqtt-credentials.json": (creds.as_json().encode(), 0o600),
+        "mqtt-ca.crt": (trust.broker_ca, 0o644),
+        f"{UNIT}.service": (unit_file(d).encode(), 0o644),
+    }
+
+
+def deploy_device(d: Device, archive: bytes, agent_env: dict[str, str], trust: DeviceTrust,
                   known_hosts: Path | None = None, provisioned_site: str | None = None) -> str:
     """Install or upgrade one device; return the release id now current. Rolls back on failure.
 
     `provisioned_site`: for deps "provisioned", the site-packages directory the operator provisioned on
     the devices (an operator option, never a devices-file value)."""
     d = Device.model_validate(d.model_dump())
+    config = device_config(d, agent_env, trust)  # a device not enrolled is refused before any SSH
     site = _provisioned(d, provisioned_site)
     release = hashlib.sha256(archive + d.deps.encode() + d.python.encode() + site.encode()).hexdigest()[:12]
     r = Remote(d, known_hosts)
@@ -251,15 +357,17 @@ def deploy_device(d: Device, archive: bytes, agent_env: dict[str, str],
     try:
         previous = r.sh(f"readlink {q(root)}/current || true").strip()
         if previous.endswith(f"/{release}"):
-            log.info("deploy_up_to_date", device=d.name, release=release)
-            _write_config(r, d, agent_env)
+            changed = _write_config(r, d, config)
+            if changed:  # a rotated password or a new command key acts only once the agent restarts
+                _restart(r, d)
+            log.info("deploy_up_to_date", device=d.name, release=release, config_changed=changed)
             return release
         r.sh(f"mkdir -p {q(rel)}/src {q(root)}/config {q(root)}/state && chmod 700 {q(root)}/config")
         r.put(archive, f"{rel}/src.tar.gz")
         r.sh(f"tar -xzf {q(rel)}/src.tar.gz -C {q(rel)}/src && rm {q(rel)}/src.tar.gz")
         try:
             _build_venv(r, d, rel, site)
-            _write_config(r, d, agent_env)
+            _write_config(r, d, config)
             r.sh(f"{q(rel)}/venv/bin/python -m citygrid edge check --key {q(root)}/config/device.key",
                  timeout_s=120)
         except DeployError:
@@ -310,12 +418,12 @@ def _build_venv(r: Remote, d: Device, rel: str, site_dir: str) -> None:
              timeout_s=1800)
 
 
-def _write_config(r: Remote, d: Device, agent_env: dict[str, str]) -> None:
-    env = {**agent_env, **d.env, "CITYGRID_PATHS__MODELS_DIR": f"{STATE_DIR}/models",
-           "CITYGRID_PATHS__DATA_DIR": STATE_DIR}
-    r.put(env_file(env).encode(), f"{d.root}/config/agent.env", 0o600)
-    r.put(Path(d.device_key).read_bytes(), f"{d.root}/config/device.key", 0o600)
-    r.put(unit_file(d).encode(), f"{d.root}/config/{UNIT}.service")
+def _write_config(r: Remote, d: Device, config: dict[str, tuple[bytes, int]]) -> bool:
+    """Write the files of config/ that differ (contents or mode); whether any did."""
+    changed = False
+    for name, (data, mode) in config.items():
+        changed |= r.put_if_changed(data, f"{d.root}/config/{name}", mode)
+    return changed
 
 
 def _activate(r: Remote, root: str, rel: str) -> None:

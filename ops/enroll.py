@@ -27,7 +27,7 @@ from typing import Literal
 
 from citygrid.errors import CitygridError, ConfigError
 from citygrid.mqtt import mqtt_client
-from citygrid.settings import CitygridSettings, MqttSettings
+from citygrid.settings import CitygridSettings, MqttSettings, read_identity
 from citygrid.signing import DeviceRegistry, Enrolment, device_id_for
 from citygrid.storage import atomic_write
 from citygrid.topics import commands_topic, model_updates_topic, readings_topic
@@ -61,19 +61,38 @@ class Credentials:
         return (f"CITYGRID_MQTT__USERNAME={self.username}\nCITYGRID_MQTT__PASSWORD={self.password}\n"
                 f"CITYGRID_MQTT__CLIENT_ID={self.client_id}\n")
 
+    def as_json(self) -> str:
+        """The JSON form (`save`, CITYGRID_MQTT__CREDENTIALS_FILE): handle as the secret it is."""
+        return json.dumps({"username": self.username, "password": self.password, "client_id": self.client_id})
+
     def save(self, path: Path) -> None:
         """Write as JSON, readable by the owner only."""
-        atomic_write(path, json.dumps({"username": self.username, "password": self.password,
-                                       "client_id": self.client_id}), mode=0o600)
+        atomic_write(path, self.as_json(), mode=0o600)
 
     @classmethod
     def load(cls, path: Path) -> Credentials:
         """Read a file written by `save`."""
         try:
-            raw = json.loads(Path(path).read_text())
-            return cls(raw["username"], raw["password"], raw["client_id"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"cannot read MQTT credentials {path}: {exc}") from exc
+            return cls(*read_identity(path))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def read(cls, path: Path) -> Credentials:
+        """Read either form: the JSON of `save` or the CITYGRID_MQTT__* lines of `env` (what `citygrid edge
+        enroll` and `rotate` write for a device)."""
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read MQTT credentials {path}: {exc}") from None
+        if text.lstrip().startswith("{"):
+            return cls.load(path)
+        lines = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        try:
+            return cls(*(lines[f"CITYGRID_MQTT__{k}"] for k in ("USERNAME", "PASSWORD", "CLIENT_ID")))
+        except (KeyError, TypeError):
+            raise ConfigError(f"MQTT credentials {path} lack CITYGRID_MQTT__USERNAME, PASSWORD or CLIENT_ID; "
+                              "write them again with `citygrid edge rotate`") from None
 
     @classmethod
     def new(cls, username: str, client_id: str) -> Credentials:

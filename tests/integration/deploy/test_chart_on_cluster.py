@@ -31,11 +31,12 @@ UPGRADE = {
     "production": {"kafka": {"partitions": 16}, "worker": {"replicas": 8}},
 }
 # Trust settings an upgrade changes where the chart has them: rotated credentials and CAs (new Secrets,
-# created first as an operator would) and the settler's fee account.
+# created first as an operator would), the settler's fee account and the devices' command key.
 ROTATED = ("mqtt.tlsSecret", "ingest.mqttCredentialsSecret", "deviceRegistry.secretName",
            "anchorer.signerSecret", "settler.signerSecret", "kafka.tls.secret", "kafka.auth.principalsSecret",
-           "worker.stateKeySecret")
-TRUST = {"settler.gridOperator": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"}
+           "worker.stateKeySecret", "advisor.mqttCredentialsSecret", "advisor.commandKeySecret")
+TRUST = {"settler.gridOperator": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+         "commands.publicKey": "cd" * 32}
 # What a namespace holds before any release: the controller manager's CA bundle and default account.
 NAMESPACE_BASICS = {("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")}
 LEFTOVER_KINDS = ("Deployment", "StatefulSet", "ReplicaSet", "Job", "Pod", "Service", "Endpoints",

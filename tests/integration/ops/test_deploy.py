@@ -1,10 +1,14 @@
 """`citygrid edge deploy` against a real OpenSSH server on 127.0.0.1: install, check, refuse a broken
-upgrade and stay on the working release."""
+upgrade and stay on the working release; ship each device its broker identity, the broker's CA and the
+command key, so the deployed agent, started as its systemd unit says, publishes on the real TLS broker
+and installs a model published to it, with no secret in any unit, environment file, log or output."""
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -12,14 +16,31 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import free_port, wait_until
+import structlog
+import yaml
+from support import as_service, free_port, wait_until
 
 from citygrid.devtools.local_servers import port_open
-from citygrid.ops.deploy import DeployError, Device, deploy_device, release_archive
+from citygrid.mqtt import mqtt_client
+from citygrid.ops.deploy import (
+    STATE_DIR,
+    DeployError,
+    Device,
+    DeviceTrust,
+    agent_env,
+    deploy_device,
+    release_archive,
+)
+from citygrid.ops.enroll import Credentials, enroll_device, rotate_device
+from citygrid.ops.model_release import publish_model
+from citygrid.reading import SignedReading
+from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
+from citygrid.storage import atomic_write
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(240)
 SSHD = Path("/usr/sbin/sshd")
+FAKE_CA = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
 
 @pytest.fixture
@@ -56,19 +77,32 @@ def sshd(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
     proc.wait(10)
 
 
+def _provisioned_site() -> str:
+    return next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
+
+
+def _device_key(tmp_path: Path, name: str = "device") -> DeviceKey:
+    """A device key and, beside it, broker credentials as `citygrid edge enroll` writes them."""
+    key = DeviceKey.generate()
+    key.save(tmp_path / f"{name}.key")
+    creds = Credentials.new(key.device_id, f"edge-{key.device_id}")
+    atomic_write(tmp_path / f"{name}.key.mqtt.env", creds.env(), mode=0o600)
+    return key
+
+
 def test_deploy_installs_then_refuses_a_broken_upgrade(sshd, tmp_path: Path) -> None:
     port, client_key, known_hosts = sshd
-    key = DeviceKey.generate()
-    key.save(tmp_path / "device.key")
+    key = _device_key(tmp_path)
     root = tmp_path / "device-root"
-    site = next(p for p in sys.path if p.endswith("site-packages") and "/.venv/" in p)
+    site = _provisioned_site()
     device = Device(name="pi-test", host="127.0.0.1", port=port, user=getpass.getuser(),
                     ssh_key=client_key, device_key=tmp_path / "device.key", root=str(root),
                     python="/usr/bin/python3.11", deps="provisioned")
     archive = release_archive()
     env = {"CITYGRID_MQTT__HOST": "10.0.0.1", "CITYGRID_MQTT__PORT": "1883"}
+    trust = DeviceTrust(FAKE_CA, "ab" * 32)
 
-    release = deploy_device(device, archive, env, known_hosts, provisioned_site=site)
+    release = deploy_device(device, archive, env, trust, known_hosts, provisioned_site=site)
     assert (root / "current").resolve() == root / "releases" / release
     check = subprocess.run([str(root / "current/venv/bin/python"), "-m", "citygrid", "edge", "check",
                             "--key", str(root / "config/device.key")], capture_output=True, text=True,
@@ -86,18 +120,146 @@ def test_deploy_installs_then_refuses_a_broken_upgrade(sshd, tmp_path: Path) -> 
     assert "zz-provisioned-site.pth" in str(list((root / "current/venv").rglob("*.pth")))
 
     with pytest.raises(DeployError, match="failed"):
-        deploy_device(device, archive, env, known_hosts, provisioned_site="/nonexistent/site-packages")
+        deploy_device(device, archive, env, trust, known_hosts, provisioned_site="/nonexistent/site-packages")
     assert (root / "current").resolve() == root / "releases" / release
     assert sorted(p.name for p in (root / "releases").iterdir()) == [release]
 
-    assert deploy_device(device, archive, env, known_hosts, provisioned_site=site) == release  # idempotent
+    again = deploy_device(device, archive, env, trust, known_hosts, provisioned_site=site)
+    assert again == release  # idempotent
 
 
 def test_deploy_refuses_an_unknown_host_key(sshd, tmp_path: Path) -> None:
     port, client_key, _ = sshd
     (tmp_path / "empty_known_hosts").write_text("")
-    DeviceKey.generate().save(tmp_path / "device.key")
+    _device_key(tmp_path)
     device = Device(name="impostor", host="127.0.0.1", port=port, ssh_key=client_key,
                     device_key=tmp_path / "device.key", root=str(tmp_path / "r"))
     with pytest.raises(DeployError, match="cannot SSH"):
-        deploy_device(device, b"", {}, tmp_path / "empty_known_hosts")
+        deploy_device(device, b"", {}, DeviceTrust(FAKE_CA, "ab" * 32), tmp_path / "empty_known_hosts")
+
+
+def start_like_systemd(root: Path, state: Path, credentials_dir: Path, log: Path) -> subprocess.Popen:
+    """Start the deployed unit's ExecStart as systemd would (systemd is not PID 1 here): LoadCredential=
+    copies in a private credentials directory (%d, 0400), Environment= lines, then the EnvironmentFile
+    over them (systemd's precedence), and the state directory in place of StateDirectory=."""
+    unit = (root / "config/citygrid-edge.service").read_text().splitlines()
+
+    def values(key: str) -> list[str]:
+        return [line.split("=", 1)[1] for line in unit if line.startswith(key + "=")]
+
+    def expand(text: str) -> str:
+        return text.replace("%d", str(credentials_dir)).replace(STATE_DIR, str(state))
+
+    credentials_dir.mkdir(mode=0o700)
+    for spec in values("LoadCredential"):
+        name, source = spec.split(":", 1)
+        shutil.copyfile(source, credentials_dir / name)
+        (credentials_dir / name).chmod(0o400)
+    env = {"PATH": os.defpath}
+    env |= dict(spec.split("=", 1) for spec in values("Environment"))
+    (env_file,) = values("EnvironmentFile")
+    env |= dict(line.split("=", 1) for line in Path(env_file).read_text().splitlines())
+    (exec_start,) = values("ExecStart")
+    state.mkdir(mode=0o700)
+    out = open(log, "wb")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen([expand(a) for a in shlex.split(exec_start)], cwd=state, stdout=out,
+                            stderr=subprocess.STDOUT, env={k: expand(v) for k, v in env.items()})
+
+
+def test_deployed_agent_gets_its_identity_ca_and_command_key_and_installs_a_published_model(
+        sshd, live: CitygridSettings, meter_server: int, small_model: Path, tmp_path: Path) -> None:
+    port, client_key, known_hosts = sshd
+    key = DeviceKey.generate()
+    key.save(tmp_path / "pi.key")
+    enrolled = enroll_device(live, key.public_key, "meter", "d1", "tests")
+    atomic_write(tmp_path / "pi.key.mqtt.env", enrolled.env(), mode=0o600)  # as `citygrid edge enroll`
+    authority = DeviceKey.generate()
+    authority.save(tmp_path / "command.key")
+    s = live.model_copy(update={"traffic": live.traffic.model_copy(
+        update={"command_key_file": tmp_path / "command.key"})})
+    root = tmp_path / "device-root"
+    (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [{
+        "name": "pi-7", "host": "127.0.0.1", "port": port, "user": getpass.getuser(),
+        "ssh_key": str(client_key),
+        "device_key": str(tmp_path / "pi.key"), "root": str(root), "python": "/usr/bin/python3.11",
+        "deps": "provisioned", "modbus": f"127.0.0.1:{meter_server}", "district": "d1"}]}))
+
+    # The operator's CLI: its settings hold its own broker identity (here the test's ingest), never shipped.
+    cli = subprocess.run([sys.executable, "-m", "citygrid", "edge", "deploy", str(tmp_path / "devices.yaml"),
+                          "--known-hosts", str(known_hosts), "--provisioned-site", _provisioned_site()],
+                         capture_output=True, text=True, timeout=180,
+                         env={**s.as_env(), "COLUMNS": "1000"})  # no wrapping that could split a secret
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    config = root / "config"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in config.iterdir()}
+    assert modes == {"agent.env": 0o600, "device.key": 0o600, "mqtt-credentials.json": 0o600,
+                     "mqtt-ca.crt": 0o644, "citygrid-edge.service": 0o644}
+    assert all(p.stat().st_uid == os.getuid() for p in config.iterdir())  # the SSH user's (root on a device)
+    assert Credentials.load(config / "mqtt-credentials.json") == enrolled
+    assert (config / "mqtt-ca.crt").read_bytes() == Path(s.mqtt.ca_file).read_bytes()
+    env = dict(line.split("=", 1) for line in (config / "agent.env").read_text().splitlines())
+    assert env["CITYGRID_EDGE__COMMAND_PUBLIC_KEY"] == authority.public_key.hex()
+    unit = (config / "citygrid-edge.service").read_text().splitlines()
+    assert {"LoadCredential=mqtt-credentials.json:" + str(config / "mqtt-credentials.json"),
+            "LoadCredential=mqtt-ca.crt:" + str(config / "mqtt-ca.crt"),
+            "Environment=CITYGRID_MQTT__CREDENTIALS_FILE=%d/mqtt-credentials.json",
+            "Environment=CITYGRID_MQTT__CA_FILE=%d/mqtt-ca.crt"} <= set(unit)
+    secrets = {"device password": enrolled.password, "operator password": str(s.mqtt.password),
+               "device key": bytes(key.signing_key).hex(), "command key": bytes(authority.signing_key).hex()}
+    _assert_no_secret({"cli output": cli.stdout + cli.stderr, "agent.env": (config / "agent.env").read_text(),
+                       "unit": "\n".join(unit)}, secrets)
+
+    # A rotated password reaches the device on the next deploy of the same release (config only).
+    rotated = rotate_device(s, key.device_id)
+    atomic_write(tmp_path / "pi.key.mqtt.env", rotated.env(), mode=0o600)
+    device = Device.parse(yaml.safe_load((tmp_path / "devices.yaml").read_text())["devices"][0])
+    with structlog.testing.capture_logs() as logs:
+        deploy_device(device, release_archive(), agent_env(s), DeviceTrust.from_settings(s), known_hosts,
+                      _provisioned_site())
+    assert Credentials.load(config / "mqtt-credentials.json") == rotated
+    assert any(e.get("config_changed") for e in logs)
+    _assert_no_secret({"deploy logs": repr(logs)}, {**secrets, "rotated password": rotated.password})
+
+    agent = start_like_systemd(root, tmp_path / "state", tmp_path / "credentials", tmp_path / "agent.log")
+    try:
+        _publishes_then_installs(s, key, authority, small_model, tmp_path, agent)
+    finally:
+        agent.terminate()
+        agent.wait(20)
+    _assert_no_secret({"agent log": (tmp_path / "agent.log").read_text()},
+                      {**secrets, "rotated password": rotated.password})
+
+
+def _publishes_then_installs(s: CitygridSettings, key: DeviceKey, authority: DeviceKey, model: Path,
+                             tmp_path: Path, agent: subprocess.Popen) -> None:
+    """The deployed agent publishes signed readings as its own identity; a model published for it is
+    installed and scores its next readings."""
+    versions: list[str | None] = []
+    observer = as_service(s, "observer")
+    watcher = mqtt_client(observer.mqtt, f"watch-{key.device_id}", clean_session=True)
+    watcher.on_message = lambda c, u, m: versions.append(
+        (r := SignedReading.decode(m.payload).reading()).model and r.model.version)
+    watcher.on_connect = lambda c, *_: c.subscribe(f"{s.mqtt.readings_topic}/d1/{key.device_id}", qos=1)
+    watcher.connect(s.mqtt.host, s.mqtt.port)
+    watcher.loop_start()
+    try:
+        def publishing() -> bool:
+            assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+            return len(versions) >= 3
+
+        wait_until(publishing, 60, "readings from the deployed agent", every_s=0.2)
+        assert versions[0] is None  # no model installed yet
+        released = publish_model(as_service(s, "models"), model, [key.device_id], authority)
+        state = tmp_path / "state" / "models" / "state.json"
+        wait_until(lambda: state.exists() and json.loads(state.read_text())["serial"] == released.serial,
+                   30, "the deployed agent to install the published model", every_s=0.2)
+        wait_until(lambda: "2" in versions, 30, "a reading scored by the published model", every_s=0.2)
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
+
+
+def _assert_no_secret(texts: dict[str, str], secrets: dict[str, str]) -> None:
+    for where, text in texts.items():
+        for what, secret in secrets.items():
+            assert secret not in text, f"the {what} appears in the {where}"

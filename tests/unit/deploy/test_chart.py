@@ -28,7 +28,7 @@ def _pod_specs(docs: list[dict]) -> dict[str, dict]:
 def test_workloads_are_locked_down(manifests: tuple[str, list[dict]]) -> None:
     pods = _pod_specs(manifests[1])
     assert {n.removeprefix("cg-citygrid-") for n in pods} == {
-        "mqtt", "kafka", "ingest", "worker", "anchorer", "settler"}
+        "mqtt", "kafka", "ingest", "worker", "anchorer", "settler", "advisor"}
     for name, pod in pods.items():
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["automountServiceAccountToken"] is False, name
@@ -53,7 +53,7 @@ def test_every_workload_has_a_disruption_budget(manifests: tuple[str, list[dict]
 
 def test_single_instance_processes_and_secrets(manifests: tuple[str, list[dict]]) -> None:
     deployments = {d["metadata"]["name"]: d for d in manifests[1] if d["kind"] == "Deployment"}
-    for name in ("ingest", "anchorer", "settler", "mqtt"):
+    for name in ("ingest", "anchorer", "settler", "mqtt", "advisor"):
         d = deployments[f"cg-citygrid-{name}"]
         assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"]["type"] == "Recreate", name
     for name in ("anchorer", "settler"):
@@ -89,3 +89,41 @@ def test_dashboards_are_sidecar_configmaps(chart) -> None:
         ((file, text),) = m["data"].items()
         assert json.loads(text) == committed[file]
         assert m["metadata"]["annotations"]["grafana_folder"] == "citygrid"
+
+
+def _containers(docs: list[dict]) -> dict[str, dict]:
+    return {d["metadata"]["name"].removeprefix("cg-citygrid-"): c
+            for d in docs if d["kind"] in ("Deployment", "StatefulSet", "Job")
+            for c in d["spec"]["template"]["spec"]["containers"]}
+
+
+def test_only_the_advisor_holds_the_command_key_and_only_as_a_file(manifests: tuple[str, list[dict]]) -> None:
+    docs = manifests[1]
+    pods = _pod_specs(docs)
+    holders = {name for name, pod in pods.items() for v in pod["volumes"]
+               if v.get("secret", {}).get("secretName") == "citygrid-command-key"}
+    assert holders == {"cg-citygrid-advisor"}
+    volume = next(v for v in pods["cg-citygrid-advisor"]["volumes"] if v["name"] == "command-key")
+    assert volume["secret"]["defaultMode"] == 0o440  # the pod's group (fsGroup) only
+    advisor = _containers(docs)["advisor"]
+    env = {e["name"]: e for e in advisor["env"]}
+    key_file = env["CITYGRID_TRAFFIC__COMMAND_KEY_FILE"]["value"]
+    mount = next(m for m in advisor["volumeMounts"] if m["name"] == "command-key")
+    assert key_file == f"{mount['mountPath']}/command.key" and mount["readOnly"] is True
+    for name in ("CITYGRID_MQTT__USERNAME", "CITYGRID_MQTT__PASSWORD", "CITYGRID_MQTT__CLIENT_ID"):
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "citygrid-advisor-mqtt", name
+    # No process gets the key (or any MQTT password) as a literal value.
+    for name, c in _containers(docs).items():
+        for e in c.get("env", []):
+            secret = e["name"].endswith(("PASSWORD", "SIGNER_URI", "STATE_KEY"))
+            assert not (secret and "value" in e), (name, e)
+
+
+def test_devices_command_public_key_is_in_the_config(chart) -> None:
+    key = "ab" * 32
+    config = next(d for d in chart.render("--set", f"commands.publicKey={key}")
+                  if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "cg-citygrid-config")
+    assert config["data"]["CITYGRID_EDGE__COMMAND_PUBLIC_KEY"] == key
+    bad = chart.template("--set", "commands.publicKey=not-hex", check=False)
+    assert bad.returncode != 0 and "publicKey" in bad.stderr
+    assert chart.template("--set", "advisor.enabled=false").returncode == 0

@@ -28,15 +28,19 @@ PREFIX = "CITYGRID_"
 KAFKA = frozenset({"CITYGRID_KAFKA__BOOTSTRAP", "CITYGRID_KAFKA__SECURITY_PROTOCOL",
                    "CITYGRID_KAFKA__USERNAME", "CITYGRID_KAFKA__PASSWORD", "CITYGRID_KAFKA__CA_FILE"})
 EVERY_PROCESS = KAFKA | {"CITYGRID_PATHS__DATA_DIR", "CITYGRID_METRICS_PORT", "CITYGRID_METRICS_HOST"}
-MQTT = frozenset({"CITYGRID_MQTT__HOST", "CITYGRID_MQTT__PORT"})
+MQTT = frozenset({"CITYGRID_MQTT__HOST", "CITYGRID_MQTT__PORT", "CITYGRID_MQTT__CA_FILE"})
+# A service's own broker identity (the broker refuses anonymous clients).
+MQTT_IDENTITY = frozenset({"CITYGRID_MQTT__USERNAME", "CITYGRID_MQTT__PASSWORD"})
 SIGNER = frozenset({"CITYGRID_CHAIN__URL", "CITYGRID_CHAIN__SIGNER_URI"})
 # The command a container runs (`citygrid <group> <command>`) → the settings it must be given explicitly.
 REQUIRED: dict[str, frozenset[str]] = {
-    "stream ingest": EVERY_PROCESS | MQTT | {"CITYGRID_PATHS__DEVICE_REGISTRY"},
+    "stream ingest": EVERY_PROCESS | MQTT | MQTT_IDENTITY | {"CITYGRID_PATHS__DEVICE_REGISTRY"},
     "stream worker": EVERY_PROCESS | {"CITYGRID_STREAM__STATE_KEY"},
     "ledger anchor": EVERY_PROCESS | SIGNER,
     "ledger settle": EVERY_PROCESS | SIGNER | {"CITYGRID_SETTLEMENT__ASSET_ID"},
-    "traffic advisor": EVERY_PROCESS | MQTT,
+    # The advisor refuses to start without the command key; its identity is bound to one client id.
+    "traffic advisor": EVERY_PROCESS | MQTT | MQTT_IDENTITY | {"CITYGRID_MQTT__CLIENT_ID",
+                                                               "CITYGRID_TRAFFIC__COMMAND_KEY_FILE"},
     "kafka grant": KAFKA,  # the setup Job: a one-shot admin client, no state, no metrics
 }
 ONE_SHOT = frozenset({"kafka grant"})
@@ -116,9 +120,15 @@ def _start_problems(container: dict, s: CitygridSettings) -> list[str]:
         return problems
     if not _under_mount(s.paths.data_dir, container, writable=True):
         problems.append(f"its data dir {s.paths.data_dir} is on no writable volume (the root is read-only)")
-    if command_of(container.get("args", [])) == "stream ingest" and not _under_mount(
-            s.paths.device_registry, container, writable=False):
+    command = command_of(container.get("args", []))
+    if command == "stream ingest" and not _under_mount(s.paths.device_registry, container, writable=False):
         problems.append(f"its device registry {s.paths.device_registry} is on no volume")
+    needs_mqtt = REQUIRED.get(command, frozenset()) >= MQTT
+    if needs_mqtt and not _under_mount(s.mqtt.ca_file, container, writable=False):
+        problems.append(f"its MQTT CA {s.mqtt.ca_file} is on no volume")
+    key = s.traffic.command_key_file
+    if command == "traffic advisor" and (key is None or not _under_mount(key, container, writable=False)):
+        problems.append(f"its command key {key} is on no volume")
     ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}
     if ports.get("metrics") != s.metrics_port:
         problems.append(f"it serves metrics on {s.metrics_port}, its probes ask port {ports.get('metrics')}")
@@ -171,7 +181,7 @@ def test_every_process_gets_real_settings_and_all_it_needs(manifests: tuple[str,
     values, docs = manifests
     found = chart_problems(docs)
     assert {name.split("/")[0].removeprefix("cg-citygrid-") for name in found} == {
-        "ingest", "worker", "anchorer", "settler", "kafka-setup"}
+        "ingest", "worker", "anchorer", "settler", "advisor", "kafka-setup"}
     bad = {name: problems for name, problems in found.items() if problems}
     assert not bad, f"{values} values: " + "\n".join(f"{n}: {'; '.join(p)}" for n, p in bad.items())
 
@@ -183,7 +193,7 @@ def test_the_settlers_optional_values_are_real_settings(chart) -> None:
     env = next(c["env"] for d in docs if d["metadata"]["name"] == "cg-citygrid-settler"
                and d["kind"] == "Deployment" for c in pod_spec(d)["containers"])
     assert {e["name"] for e in env} >= {"CITYGRID_SETTLEMENT__GRID_OPERATOR",
-                                        "CITYGRID_SETTLEMENT__PARTICIPANTS_FILE"}
+                                        "CITYGRID_PATHS__PARTICIPANTS"}
 
 
 # --- the checker itself: it must catch what the chart did before the settings were renamed -----------
@@ -250,3 +260,21 @@ def test_flags_the_chart_before_the_fix(chart, tmp_path: Path) -> None:
     assert "sets CITYGRID_DATA_DIR, which is no setting" in found["cg-citygrid-ingest/ingest"]
     settler = found["cg-citygrid-settler/settler"]
     assert "`ledger settle` needs CITYGRID_SETTLEMENT__ASSET_ID, not set" in settler
+
+
+def test_flags_an_advisor_without_its_identity_or_key(chart) -> None:
+    docs = chart.render()
+    advisor = next(d for d in docs
+                   if d["metadata"]["name"] == "cg-citygrid-advisor" and d["kind"] == "Deployment")
+    container = pod_spec(advisor)["containers"][0]
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    assert env_problems(container, container_env(container, configmaps)) == []
+    bare = {**container, "env": [e for e in container["env"] if not e["name"].startswith(
+        ("CITYGRID_MQTT__", "CITYGRID_TRAFFIC__COMMAND_KEY_FILE"))]}
+    problems = env_problems(bare, container_env(bare, configmaps))
+    for name in ("CITYGRID_MQTT__USERNAME", "CITYGRID_MQTT__PASSWORD", "CITYGRID_MQTT__CLIENT_ID",
+                 "CITYGRID_TRAFFIC__COMMAND_KEY_FILE"):
+        assert f"`traffic advisor` needs {name}, not set" in problems
+    mounts = [m for m in container["volumeMounts"] if m["name"] != "command-key"]
+    unmounted = {**container, "volumeMounts": mounts}
+    assert any("command key" in p for p in env_problems(unmounted, container_env(unmounted, configmaps)))
