@@ -128,6 +128,24 @@ class AnchorStore(SqliteStore):
             raise KeyError(f"reading {device}/{seq} has not been anchored")
         return self.batch(row[0]), row[1]
 
+    def anchored_leaves(self, devices: list[str], from_ms: int, to_ms: int) -> list[tuple[str, int, bytes]]:
+        """(device, seq, envelope) of these devices' leaves in anchored batches whose interval starts in
+        [from_ms, to_ms): the time index the delivery check reads (leaves keep no timestamp of their own)."""
+        marks = ",".join("?" * len(devices))
+        rows = self.db.execute(
+            f"SELECT l.device, l.seq, l.envelope FROM leaves l JOIN batches b ON b.id = l.batch_id "
+            f"WHERE b.block_hash IS NOT NULL AND b.interval_start_ms >= ? AND b.interval_start_ms < ? "
+            f"AND l.device IN ({marks}) ORDER BY l.device, l.seq", (from_ms, to_ms, *devices),
+        ).fetchall()
+        return [(d, s, bytes(e)) for d, s, e in rows]
+
+    def pending_between(self, from_ms: int, to_ms: int) -> int:
+        """How many batches with an interval start in [from_ms, to_ms) are recorded but not yet on chain."""
+        (n,) = self.db.execute(
+            "SELECT COUNT(*) FROM batches WHERE block_hash IS NULL AND interval_start_ms >= ? "
+            "AND interval_start_ms < ?", (from_ms, to_ms)).fetchone()
+        return n
+
     def counts(self) -> tuple[int, int, int]:
         """(batches, anchored batches, leaves) for status reports."""
         b, a = self.db.execute(
