@@ -1,19 +1,35 @@
-"""The interval double auction: merit-order matching with a grid fee, priced pay-as-clear or pay-as-bid.
+"""The interval double auction on the grid's market tree, priced pay-as-clear or pay-as-bid.
 
-Bids are taken from the highest limit down and offers from the cheapest up; a
-pair trades while the buyer's limit covers the seller's limit plus the grid
-fee. This greedy walk maximises welfare (the sum of buyers' limits minus
-sellers' limits minus fees over traded energy), which `reference.py` checks
-against a linear program. Ties are broken by order id so a clearing is
-reproducible.
+`clear_on_grid` places each participant's orders in its bus's house market, nets each participant's
+own crossing orders (no self-trades), finds the competitive equilibrium that respects every wire's
+capacity and charges gsy-e's fee in every market a trade passes through (`equilibrium.py`; with
+percentage fees, the LP in `reference.py`), pairs buyers with sellers in the lowest market they can
+meet (`pairing.py`) and prices each pair:
+
+- pay-as-clear: the buyer pays its house market's price; the seller receives its own house market's
+  price less the fee of that market (which its offer entered); the difference is the path's fees
+  plus any congestion rent of full wires, all of it the grid operator's. With percentage fees the
+  buyer pays the matching market's price plus what its bid gave up on the way, and the revenue is
+  gsy-e's split of that rate (`fees.split`).
+- pay-as-bid: the buyer pays its bid, the seller receives gsy-e's split of it (bid - constant fees,
+  ÷ (1 + percentages)).
+
+`clear(orders, grid_fee, …)` is the flat exchange (one market, one constant fee, no wires) the market
+worker has always called; it runs through the same engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from citygrid.market import Mechanism, Order, Side, Trade, trade_id
+from citygrid.clearing import FeeSchedule, PriceCertificate
+from citygrid.market import Mechanism, Order, Trade, trade_id
+from citygrid.stream.market.book_arrays import Book, place
+from citygrid.stream.market.equilibrium import Equilibrium, solve
+from citygrid.stream.market.fees import split
+from citygrid.stream.market.grid import ROOT, MarketGrid
+from citygrid.stream.market.pairing import Pair, pair_up
 
 
 @dataclass(frozen=True)
@@ -23,8 +39,9 @@ class Clearing:
     interval_start_ms: int
     mechanism: Mechanism
     trades: list[Trade]
-    clearing_price: int | None  # the uniform price under pay-as-clear, None if nothing traded
+    clearing_price: int | None  # pay-as-clear: the top market's price (the flat market's only one)
     welfare: int
+    certificate: PriceCertificate | None = None
 
     @property
     def wh(self) -> int:
@@ -32,50 +49,83 @@ class Clearing:
         return sum(t.wh for t in self.trades)
 
 
-def _merit_order(orders: Iterable[Order]) -> tuple[list[Order], list[Order]]:
-    bids = sorted((o for o in orders if o.side is Side.BID), key=lambda o: (-o.limit, o.order_id))
-    offers = sorted((o for o in orders if o.side is Side.OFFER), key=lambda o: (o.limit, o.order_id))
-    return bids, offers
-
-
 def clear(orders: Iterable[Order], grid_fee: int, mechanism: Mechanism = Mechanism.PAY_AS_CLEAR,
           interval_start_ms: int = 0) -> Clearing:
-    """Clear one interval's order book into trades."""
+    """Clear one interval's book in a single market with a flat fee per Wh (the worker's call)."""
     if grid_fee < 0:
         raise ValueError("the grid fee cannot be negative")
-    bids, offers = _merit_order(orders)
-    matches: list[tuple[Order, Order, int]] = []
-    bi = oi = 0
-    left_bid = bids[0].wh if bids else 0
-    left_offer = offers[0].wh if offers else 0
-    while bi < len(bids) and oi < len(offers) and bids[bi].limit >= offers[oi].limit + grid_fee:
-        wh = min(left_bid, left_offer)
-        matches.append((bids[bi], offers[oi], wh))
-        left_bid -= wh
-        left_offer -= wh
-        if not left_bid:
-            bi += 1
-            left_bid = bids[bi].wh if bi < len(bids) else 0
-        if not left_offer:
-            oi += 1
-            left_offer = offers[oi].wh if oi < len(offers) else 0
-    uniform = _uniform_price(matches, grid_fee) if mechanism is Mechanism.PAY_AS_CLEAR else None
-    trades = [
-        Trade(trade_id=trade_id(interval_start_ms, b.order_id, o.order_id),
-              interval_start_ms=interval_start_ms, buyer=b.participant, seller=o.participant,
-              bid_id=b.order_id, offer_id=o.order_id, wh=wh,
-              price=uniform if uniform is not None else b.limit, grid_fee=grid_fee)
-        for b, o, wh in matches
-    ]
-    welfare = sum((b.limit - o.limit - grid_fee) * wh for b, o, wh in matches)
-    return Clearing(interval_start_ms, mechanism, trades, uniform, welfare)
+    return clear_on_grid(orders, MarketGrid.flat(), None, FeeSchedule(constant={"grid": grid_fee}),
+                         mechanism, interval_start_ms)
 
 
-def _uniform_price(matches: list[tuple[Order, Order, int]], grid_fee: int) -> int | None:
-    # Any price between the marginal offer's cost (limit + fee) and the marginal bid's limit
-    # clears every match; the midpoint (rounded down) splits the marginal surplus.
-    if not matches:
-        return None
-    lowest_bid = matches[-1][0].limit
-    highest_cost = max(o.limit for _, o, _ in matches) + grid_fee
-    return (lowest_bid + highest_cost) // 2
+def clear_on_grid(orders: Iterable[Order], grid: MarketGrid, location: Mapping[str, str] | None,
+                  fees: FeeSchedule, mechanism: Mechanism = Mechanism.PAY_AS_CLEAR,
+                  interval_start_ms: int = 0) -> Clearing:
+    """Clear one interval's book on `grid`, participants at the buses `location` names (participant → bus)."""
+    book = place(orders, grid, location)
+    if fees.has_percentage:
+        from citygrid.stream.market.reference import lp_equilibrium
+
+        eq, assignments = lp_equilibrium(book, grid, fees)
+    else:
+        eq, assignments = solve(book, grid, fees), None
+    if eq is None:
+        return Clearing(interval_start_ms, mechanism, [], None, 0,
+                        _certificate(book, grid, fees, mechanism, interval_start_ms, None, 0))
+    pairs = pair_up(book, grid, eq.accepted, assignments)
+    money = _Money(book, grid, fees, eq, mechanism)
+    trades, welfare = [], 0
+    for p in pairs:
+        b, o = book.orders[p.bid], book.orders[p.offer]
+        price, fee = money.rates(p)
+        trades.append(Trade(trade_id=trade_id(interval_start_ms, b.order_id, o.order_id),
+                            interval_start_ms=interval_start_ms, buyer=b.participant, seller=o.participant,
+                            bid_id=b.order_id, offer_id=o.order_id, wh=p.wh, price=price, grid_fee=fee))
+        welfare += p.wh * (b.limit - o.limit - money.path_constant(p))
+    uniform = eq.prices[ROOT] if mechanism is Mechanism.PAY_AS_CLEAR and trades else None
+    return Clearing(interval_start_ms, mechanism, trades, uniform, welfare,
+                    _certificate(book, grid, fees, mechanism, interval_start_ms, eq, welfare))
+
+
+class _Money:
+    """Per-Wh rates of a pair: what the buyer pays and the part of it that is grid fee."""
+
+    def __init__(self, book: Book, grid: MarketGrid, fees: FeeSchedule, eq: Equilibrium,
+                 mechanism: Mechanism) -> None:
+        self.book, self.grid, self.fees, self.eq, self.mechanism = book, grid, fees, eq, mechanism
+
+    def levels(self, p: Pair) -> list[str]:
+        """Levels of the markets on the pair's path, seller side first."""
+        b, o = self.book.nodes[self.book.node[p.bid]], self.book.nodes[self.book.node[p.offer]]
+        return [self.grid.node(n).level for n in self.grid.path(o, b)]
+
+    def path_constant(self, p: Pair) -> int:
+        """Σ constant fees over the pair's path."""
+        return sum(self.fees.c(lv) for lv in self.levels(p))
+
+    def rates(self, p: Pair) -> tuple[int, int]:
+        """(buyer's rate, grid fee rate), planck/Wh."""
+        bid = int(self.book.limit[p.bid])
+        if self.mechanism is Mechanism.PAY_AS_BID:
+            revenue, _ = split(self.fees, self.levels(p), bid)
+            return bid, bid - revenue
+        if not self.fees.has_percentage:
+            buyer = self.eq.prices[self.book.nodes[self.book.node[p.bid]]]
+            seller_node = self.book.nodes[self.book.node[p.offer]]
+            seller = self.eq.prices[seller_node] - self.fees.c(self.grid.node(seller_node).level)
+            return buyer, buyer - seller
+        from citygrid.stream.market.reference import bid_loss
+
+        lost = bid_loss(self.book, self.grid, self.fees, p.bid, p.market)
+        buyer = min(bid, self.eq.prices[p.market] + lost)
+        revenue, _ = split(self.fees, self.levels(p), buyer)
+        return buyer, buyer - revenue
+
+
+def _certificate(book: Book, grid: MarketGrid, fees: FeeSchedule, mechanism: Mechanism, start: int,
+                 eq: Equilibrium | None, welfare: int) -> PriceCertificate:
+    accepted = {} if eq is None else {book.orders[k].order_id: int(v) for k, v in enumerate(eq.accepted) if v}
+    return PriceCertificate(interval_start_ms=start, mechanism=str(mechanism), grid=grid.name, fees=fees,
+                            prices={} if eq is None else dict(sorted(eq.prices.items())),
+                            flows={} if eq is None else dict(sorted(eq.flows.items())),
+                            accepted=accepted, netted=dict(sorted(book.netted.items())), welfare=welfare)

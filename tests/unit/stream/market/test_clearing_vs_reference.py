@@ -1,9 +1,9 @@
-"""The double auction against the independent LP reference, on random and real (SimBench) order books."""
+"""The flat double auction (the worker's `clear` call) against the independent LP reference and the
+competitive-equilibrium conditions, on random books and the issue's worked examples."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from citygrid.market import Mechanism, Order, Side
 from citygrid.stream.market import clear
-from citygrid.stream.market.book import IntervalBooks, order_from_forecast
+from citygrid.stream.market.grid import MarketGrid
+from citygrid.stream.market.prices import check_certificate
 from citygrid.stream.market.reference import reference_clear
 
 orders_st = st.lists(
@@ -29,19 +30,19 @@ def _check(orders: list[Order], fee: int, mechanism: Mechanism) -> None:
     for t in result.trades:
         bid, offer = by_id[t.bid_id], by_id[t.offer_id]
         assert bid.side is Side.BID and offer.side is Side.OFFER
+        assert t.buyer != t.seller, "a participant traded with itself"
         assert t.price <= bid.limit, "a buyer paid above its limit"
         assert t.price - t.grid_fee >= offer.limit, "a seller received below its limit"
+        assert t.grid_fee == fee
         filled[t.bid_id] += t.wh
         filled[t.offer_id] += t.wh
     for oid, wh in filled.items():
-        assert wh <= by_id[oid].wh, "an order traded more than it asked"
-    bought = sum(filled[o.order_id] for o in orders if o.side is Side.BID)
-    sold = sum(filled[o.order_id] for o in orders if o.side is Side.OFFER)
-    assert bought == sold == result.wh
-    ref = reference_clear(orders, fee)
-    assert result.welfare == pytest.approx(ref.welfare, rel=1e-9, abs=1e-6)
+        netted = result.certificate.netted.get(oid, 0)
+        assert wh + netted <= by_id[oid].wh, "an order traded more than it asked"
+    assert result.welfare == pytest.approx(reference_clear(orders, fee).welfare, rel=1e-9, abs=1e-6)
+    assert check_certificate(result.certificate, orders, MarketGrid.flat(), None) == []
     if mechanism is Mechanism.PAY_AS_CLEAR and result.trades:
-        assert len({t.price for t in result.trades}) == 1
+        assert {t.price for t in result.trades} == {result.clearing_price}
 
 
 @settings(max_examples=150, deadline=None)
@@ -50,42 +51,44 @@ def test_random_books_match_reference(orders: list[Order], fee: int, mechanism: 
     _check(orders, fee, mechanism)
 
 
-def test_real_simbench_books_match_reference() -> None:
-    from citygrid.sim.profiles import load_profiles
+def _order(oid: str, who: str, side: Side, wh: int, limit: int) -> Order:
+    return Order(order_id=oid, participant=who, side=side, wh=wh, limit=limit)
 
-    profiles = load_profiles(Path(__file__).resolve().parents[3] / ".cache")  # shared profile cache
-    meters = [p for p in profiles if p.kind == "meter"][:40]
-    pvs = [p for p in profiles if p.kind == "pv"]
-    assert meters and pvs, "SimBench grid has no meters or PV"
-    for step in range(40, 96 * 2, 7):  # daylight and night quarter-hours over two days
-        books = IntervalBooks(900_000)
-        for i, m in enumerate(meters):
-            pv = pvs[i % len(pvs)].kw[step] if i % 2 == 0 else 0.0
-            net_wh = (pv - m.kw[step]) * 250  # kW over 15 min, PV at every second household
-            o = order_from_forecast(f"h{i}", step * 900_000, net_wh, buy_limit=3_000 + 37 * i,
-                                    sell_limit=800 + 53 * i)
-            if o:
-                books.add(o)
-        for _, orders in books.close_until(10**15):
-            for mech in Mechanism:
-                _check(orders, 150, mech)
+
+def test_the_issue_example_prices_inside_the_equilibrium_interval_not_at_the_midpoint_of_a_pair() -> None:
+    # Issue 13: bids 100 and 90, offers 10 and 95, no fee. The old rule priced 55, where the rejected
+    # bid of 90 would gladly buy. Any price in [90, 95] clears; the rule takes the midpoint, 92.
+    orders = [_order("b1", "A", Side.BID, 10, 100), _order("b2", "B", Side.BID, 10, 90),
+              _order("o1", "C", Side.OFFER, 10, 10), _order("o2", "D", Side.OFFER, 10, 95)]
+    result = clear(orders, 0)
+    assert [(t.bid_id, t.offer_id, t.wh) for t in result.trades] == [("b1", "o1", 10)]
+    assert 90 <= result.clearing_price <= 95 and result.clearing_price == 92
+    assert reference_clear(orders, 0).price in (90, 95)  # the LP's dual sits at one end
 
 
 def test_marginal_example() -> None:
-    orders = [Order(order_id="b1", participant="A", side=Side.BID, wh=100, limit=30),
-              Order(order_id="b2", participant="B", side=Side.BID, wh=50, limit=20),
-              Order(order_id="o1", participant="C", side=Side.OFFER, wh=80, limit=10),
-              Order(order_id="o2", participant="D", side=Side.OFFER, wh=80, limit=16)]
+    orders = [_order("b1", "A", Side.BID, 100, 30), _order("b2", "B", Side.BID, 50, 20),
+              _order("o1", "C", Side.OFFER, 80, 10), _order("o2", "D", Side.OFFER, 80, 16)]
     pac = clear(orders, 2)
     assert [t.wh for t in pac.trades] == [80, 20, 50]
-    assert pac.clearing_price == 19 and pac.welfare == 1780
-    assert [t.price for t in clear(orders, 2, Mechanism.PAY_AS_BID).trades] == [30, 30, 20]
+    # o2 trades 70 of its 80 Wh: the price must be exactly its cost with the fee (16 + 2), as the LP says.
+    assert pac.clearing_price == 18 and pac.welfare == 1780
     assert reference_clear(orders, 2).price == pytest.approx(18)
+    assert [t.price for t in clear(orders, 2, Mechanism.PAY_AS_BID).trades] == [30, 30, 20]
 
 
-def test_late_order_is_refused() -> None:
-    books = IntervalBooks(1000)
-    assert books.add(Order(order_id="a", participant="p", side=Side.BID, wh=1, limit=1, interval_start_ms=0))
-    assert len(books.close_until(1000)) == 1
-    assert not books.add(Order(order_id="b", participant="p", side=Side.BID, wh=1, limit=1,
-                               interval_start_ms=500))
+def test_a_participants_own_bid_and_offer_never_trade_with_each_other() -> None:
+    orders = [_order("b", "A", Side.BID, 50, 100), _order("s", "A", Side.OFFER, 80, 10),
+              _order("b2", "B", Side.BID, 100, 60)]
+    result = clear(orders, 1)
+    assert all(t.buyer != t.seller for t in result.trades)
+    assert result.certificate.netted == {"b": 50, "s": 50}  # A supplies itself, no trade, no fee
+    assert [(t.buyer, t.seller, t.wh) for t in result.trades] == [("B", "A", 30)]
+
+
+def test_the_same_book_in_any_order_clears_identically() -> None:
+    orders = [_order(f"o{i}", f"p{i % 5}", Side.BID if i % 3 else Side.OFFER, 10 + i, 50 + (i * 37) % 90)
+              for i in range(40)]
+    a = clear(orders, 3, interval_start_ms=900_000)
+    b = clear(list(reversed(orders)), 3, interval_start_ms=900_000)
+    assert a.trades == b.trades and a.certificate == b.certificate
