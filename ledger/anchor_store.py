@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from citygrid.ledger.chain import Inclusion
+from citygrid.ledger.signed_once import SignedExtrinsic
 from citygrid.ledger.sqlite_store import SqliteStore
 
 
@@ -26,6 +28,7 @@ class Batch:
     block_hash: str | None
     block_number: int | None
     extrinsic_index: int | None
+    signed: SignedExtrinsic | None = None  # the remark's extrinsic, stored before it was submitted
 
     @property
     def anchored(self) -> bool:
@@ -47,7 +50,11 @@ class AnchorStore(SqliteStore):
       block_number INTEGER,
       extrinsic_index INTEGER,
       created_s REAL NOT NULL,
-      anchored_s REAL
+      anchored_s REAL,
+      nonce INTEGER,
+      extrinsic BLOB,
+      extrinsic_hash TEXT,
+      from_block INTEGER
     );
     CREATE TABLE IF NOT EXISTS leaves (
       batch_id INTEGER NOT NULL REFERENCES batches(id),
@@ -59,6 +66,17 @@ class AnchorStore(SqliteStore):
       UNIQUE (device, seq)
     );
     """
+
+    SIGNED_COLUMNS = (("nonce", "INTEGER"), ("extrinsic", "BLOB"), ("extrinsic_hash", "TEXT"),
+                      ("from_block", "INTEGER"))
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        # Stores written before batches kept their signed extrinsic gain the columns (all empty).
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(batches)")}
+        for name, kind in self.SIGNED_COLUMNS:
+            if name not in have:
+                self.db.execute(f"ALTER TABLE batches ADD COLUMN {name} {kind}")
 
     def seen(self, device: str, seq: int) -> bool:
         """True if this reading is already in some batch."""
@@ -96,15 +114,26 @@ class AnchorStore(SqliteStore):
              time.time(), batch_id),
         )
 
+    def mark_signed(self, batch_id: int, signed: SignedExtrinsic | None) -> None:
+        """Keep the remark's signed extrinsic before it is submitted (None: forget bytes whose nonce
+        went to another extrinsic, so the batch is signed afresh)."""
+        values = (None, None, None, None) if signed is None else (
+            signed.nonce, signed.extrinsic, signed.ext_hash, signed.from_block)
+        self.db.execute("UPDATE batches SET nonce=?, extrinsic=?, extrinsic_hash=?, from_block=? WHERE id=?",
+                        (*values, batch_id))
+
     def batch(self, batch_id: int) -> Batch:
         """One batch by id."""
         row = self.db.execute(
             "SELECT id, interval_start_ms, root, count, remark, block_hash, block_number, "
-            "extrinsic_index FROM batches WHERE id=?", (batch_id,),
+            "extrinsic_index, nonce, extrinsic, extrinsic_hash, from_block FROM batches WHERE id=?",
+            (batch_id,),
         ).fetchone()
         if row is None:
             raise KeyError(f"no batch {batch_id}")
-        return Batch(*row)
+        nonce, ext, ext_hash, from_block = row[8:]
+        signed = None if ext is None else SignedExtrinsic(nonce, bytes(ext), ext_hash, from_block)
+        return Batch(*row[:8], signed=signed)
 
     def batches(self, pending_only: bool = False) -> list[Batch]:
         """All batches, oldest first."""

@@ -20,17 +20,21 @@ import time
 from dataclasses import dataclass
 
 import structlog
+from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from prometheus_client import Counter
 from substrateinterface import Keypair
 
 from citygrid.errors import ReadingRejected
+from citygrid.ledger import signed_once
 from citygrid.ledger.anchor_store import AnchorStore, Batch
 from citygrid.ledger.batching import IntervalBatcher
-from citygrid.ledger.chain import ChainClient, inclusion_histogram
+from citygrid.ledger.chain import ChainClient, Inclusion, inclusion_histogram
 from citygrid.ledger.consumer import ledger_consumer
 from citygrid.ledger.dead_letters import DeadLetters
+from citygrid.ledger.errors import ExtrinsicFailed
 from citygrid.ledger.offsets import OffsetTracker
 from citygrid.ledger.remarks import anchor_remark
 from citygrid.ledger.signer import role_keypair
@@ -120,10 +124,10 @@ class Anchorer:
         return self.submit(batch)
 
     def submit(self, batch: Batch) -> Batch:
-        """Submit a recorded batch's remark and record its inclusion."""
+        """Put a recorded batch's remark on chain (at most once: `signed_once`) and record where."""
         t0 = time.perf_counter()
         try:
-            inclusion = self.chain.remark(batch.remark, self.keypair)
+            inclusion = self._include(batch)
         except Exception:
             ANCHOR_FAILURES.inc()
             raise
@@ -135,44 +139,71 @@ class Anchorer:
                  block=inclusion.block_hash, block_number=inclusion.block_number)
         return self.store.batch(batch.id)
 
+    def _include(self, batch: Batch) -> Inclusion:
+        what = f"anchor of batch {batch.id}"
+        address = self.chain.address(self.keypair)
+        if batch.signed is not None:  # signed before a crash or by the instance this one took over from
+            found = signed_once.recover(self.chain, batch.signed, address, what)
+            if found is not None:
+                return self._succeeded(found, what)
+            log.warning("anchor_nonce_taken", batch=batch.id, nonce=batch.signed.nonce)
+        call = self.chain.compose("System", "remark_with_event", {"remark": batch.remark.encode()})
+        signed = signed_once.sign(self.chain, call, self.keypair, self.chain.next_nonce(address))
+        self.store.mark_signed(batch.id, signed)  # kept before it leaves: a successor finds these bytes
+        return self._succeeded(signed_once.include(self.chain, signed, what), what)
+
+    def _succeeded(self, inclusion: Inclusion, what: str) -> Inclusion:
+        error = self.chain.dispatch_error(inclusion)
+        if error:
+            raise ExtrinsicFailed(f"{what} failed in block #{inclusion.block_number}: {error}")
+        return inclusion
+
     def resubmit_pending(self) -> list[Batch]:
-        """Submit batches recorded before a crash but never included."""
+        """Finish batches recorded but never included (by this instance before a crash, or by the active
+        one this instance took over from)."""
         return [self.submit(b) for b in self.store.batches(pending_only=True)]
 
     def run(self, stop: threading.Event) -> None:
-        """Consume the readings topic until `stop` is set.
+        """Consume the readings topic until `stop` is set, as the group's active anchorer or its standby.
 
         Each polled batch is verified on `BatchChecks` threads while the next is fetched, and placed
-        (in record order) one poll later; records not yet placed are never committed past.
+        (in record order) one poll later; records not yet placed are never committed past. Taking over
+        (partitions assigned) first finishes the batches left pending in the shared store; handing
+        over (partitions revoked) drops what is open, which the next active re-reads from Kafka.
         """
         s = self.settings
-        consumer = ledger_consumer(s.kafka, s.kafka.readings_topic, s.kafka.anchor_group,
+        handover = _Handover(self)
+        consumer = ledger_consumer(s.kafka, s.kafka.readings_topic, s.kafka.anchor_group, handover,
                                    max_poll_records=10_000)
         self.dead = DeadLetters(s.kafka, s.kafka.readings_topic, "anchorer")
         checks = BatchChecks(self.checker.registry, s.anchor.verify_threads)
-        self.resubmit_pending()
-        offsets, committed = OffsetTracker(), {}
         last_record = time.monotonic()
-        pending: tuple[list[ConsumerRecord], PendingChecks] | None = None
+        pending: tuple[int, list[ConsumerRecord], PendingChecks] | None = None
         try:
             while not stop.is_set():
                 records = [rec for batch in consumer.poll(timeout_ms=200).values() for rec in batch]
-                if pending is not None:
-                    self._place_all(offsets, *pending)
-                pending = (records, checks.submit([r.value for r in records])) if records else None
+                if pending is not None and pending[0] == handover.generation:
+                    self._place_all(handover.offsets, *pending[1:])
+                pending = (handover.generation, records, checks.submit([r.value for r in records])) \
+                    if records else None
                 if records:
                     last_record = time.monotonic()
-                self._anchor_due(offsets, idle=pending is None
+                self._anchor_due(handover.offsets, idle=pending is None
                                  and time.monotonic() - last_record >= s.anchor.idle_flush_s)
-                commit = {tp: o for tp, o in offsets.committable().items() if committed.get(tp) != o}
-                if commit:
-                    self.dead.flush()  # a refused record is committed past only once its letter is kept
-                    consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in commit.items()})
-                    committed.update(commit)
+                self._commit(consumer, handover)
         finally:
             checks.close()
             consumer.close()
             self.dead.close()
+
+    def _commit(self, consumer: KafkaConsumer, handover: _Handover) -> None:
+        commit = {tp: o for tp, o in handover.offsets.committable().items()
+                  if handover.committed.get(tp) != o}
+        if commit:
+            assert self.dead is not None
+            self.dead.flush()  # a refused record is committed past only once its letter is kept
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in commit.items()})
+            handover.committed.update(commit)
 
     def _place_all(self, offsets: OffsetTracker, records: list[ConsumerRecord],
                    checks: PendingChecks) -> None:
@@ -186,3 +217,28 @@ class Anchorer:
         for start, leaves in due:
             self.anchor(start, leaves)
             offsets.release(start)
+
+
+class _Handover(ConsumerRebalanceListener):
+    """The anchorer's side of leadership: what it holds while active, and what taking over or handing
+    over does to it (kafka-python calls these from inside `poll`)."""
+
+    def __init__(self, anchorer: Anchorer) -> None:
+        self.anchorer = anchorer
+        self.generation = 0  # bumped on each handover: records polled before it are not ours to place
+        self.offsets, self.committed = OffsetTracker(), {}
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        """Hand over: drop open batches and offsets; the next active re-reads them from Kafka."""
+        if revoked:
+            a = self.anchorer
+            a.batcher = IntervalBatcher(a.batcher.interval_ms, a.batcher.grace_ms)
+            self.offsets, self.committed = OffsetTracker(), {}
+            self.generation += 1
+            log.info("anchorer_standby", partitions=len(revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        """Take over: finish what the shared store holds as signed or recorded but not on chain."""
+        if assigned:
+            log.info("anchorer_active", partitions=len(assigned))
+            self.anchorer.resubmit_pending()

@@ -8,12 +8,22 @@ stores recognise a re-read record, which makes reading it twice harmless.
 from __future__ import annotations
 
 from kafka import KafkaConsumer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
 from citygrid import kafka_clients
+from citygrid.ledger.leadership import ActiveStandbyAssignor
 from citygrid.settings import KafkaSettings
 
 
-def ledger_consumer(kafka: KafkaSettings, topic: str, group: str, **options: int) -> KafkaConsumer:
-    """A consumer of `topic` in `group` that commits only when told to (`options`: kafka-python's)."""
-    return kafka_clients.consumer(kafka, topic, group_id=group,
-                         enable_auto_commit=False, auto_offset_reset="earliest", **options)
+def ledger_consumer(kafka: KafkaSettings, topic: str | list[str], group: str,
+                    listener: ConsumerRebalanceListener | None = None, **options: int) -> KafkaConsumer:
+    """A consumer of `topic` (or topics) in `group` that commits only when told to (`options`:
+    kafka-python's). One member of the group is active and holds every partition; any other waits as
+    its standby (citygrid.ledger.leadership); `listener` hears when this member takes over or hands over.
+    """
+    topics = [topic] if isinstance(topic, str) else topic
+    consumer = kafka_clients.consumer(kafka, group_id=group, enable_auto_commit=False,
+                                      auto_offset_reset="earliest",
+                                      partition_assignment_strategy=[ActiveStandbyAssignor()], **options)
+    consumer.subscribe(topics, listener=listener)
+    return consumer
