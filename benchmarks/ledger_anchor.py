@@ -16,8 +16,8 @@ from substrateinterface import Keypair
 
 from benchmarks.results import save
 from citygrid.ledger.chain import ChainClient
-from citygrid.ledger.merkle import MerkleTree, verify_proof
 from citygrid.ledger.remarks import anchor_remark
+from citygrid.merkle import MerkleTree, verify_proof
 from citygrid.settings import get_settings
 
 LEAVES = 1_000_000

@@ -30,6 +30,8 @@ GROUPS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
     "traffic": ("Traffic closed loop: signal advice from forecast flows.",
                 [("citygrid.stream.traffic.cli", "app", "stream"), ("citygrid.sim.cli", "traffic", "sim")]),
     "ledger": ("Ledger: anchoring, proofs, settlement.", [("citygrid.ledger.cli", "app", "ledger")]),
+    "market": ("The energy market: participants, signed bids, audit.",
+               [("citygrid.stream.market.cli", "app", "stream"), ("citygrid.ops.market_cli", "app", "ops")]),
     "dashboards": ("Grafana dashboards as code.", [("citygrid.dashboards.cli", "app", "ops")]),
     "kafka": ("Kafka principals and ACLs.", [("citygrid.ops.kafka_cli", "app", "ledger")]),
 }

@@ -35,9 +35,15 @@ class Mechanism(StrEnum):
 
 
 class Order(BaseModel):
-    """A bid or offer for one market interval."""
+    """A bid or offer for one market interval.
 
-    model_config = ConfigDict(frozen=True)
+    What the market and the settler accept is an Order signed by its participant's enrolled key
+    (citygrid.signed_orders): `nonce` orders a participant's revisions of one order id (a higher one
+    replaces it), and `expires_ms` bounds how long the signed order can be used at all; both default to
+    0 only so the clearing's own tests can build bare orders, which the market never takes.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     order_id: Name
     participant: Name
@@ -46,6 +52,8 @@ class Order(BaseModel):
     limit: int = Field(ge=0, le=MAX_INT64,
                        description="planck per Wh: max a buyer pays / min a seller accepts")
     interval_start_ms: Int64 = 0
+    nonce: Int64 = 0
+    expires_ms: Int64 = 0
 
 
 class Trade(BaseModel):

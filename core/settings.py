@@ -17,7 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The online forecasters (citygrid.stream.forecasting.MODELS) and anomaly detectors
 # (citygrid.stream.anomaly.DETECTORS) by name; a unit test keeps these lists and the registries equal.
-ForecastModel = Literal["river_linear", "persistence", "seasonal_naive"]
+ForecastModel = Literal["river_lad", "river_select", "river_tree", "river_linear", "persistence",
+                        "seasonal_naive", "smart_persistence"]
 AnomalyDetector = Literal["gaussian_residual", "half_space_trees"]
 
 
@@ -94,6 +95,8 @@ class MqttSettings(_Section):
     admin_file: Path | None = None
     readings_topic: str = "citygrid/readings"
     commands_topic: str = "citygrid/commands"
+    # The ingest's name: its shared subscription's group, and (with "-<k>") its instances' identities and
+    # client ids; an instance connects as its own identity (`client_id`), a lone one under this name.
     ingest_client_id: str = "citygrid-ingest"
     qos: int = Field(default=1, ge=0, le=2)
     # Broker limits (the local broker's config and the Helm chart): the largest message (a model
@@ -139,6 +142,8 @@ class KafkaSettings(_Section):
     partitions: int = Field(default=4, ge=1)
     stream_app_id: str = "citygrid-stream"
     anchor_group: str = "citygrid-anchorer"
+    # The ingest's dedupe stage: its consumer group, and the prefix of its instances' transactional ids.
+    ingest_group: str = "citygrid-ingest"
     # How this process authenticates: SASL/SCRAM over TLS as its own principal (one per service,
     # each with ACLs for its own topics only). PLAINTEXT exists for a broker outside citygrid's
     # control during migration; the local platform and the chart never use it.
@@ -184,8 +189,14 @@ class MarketSettings(_Section):
     interval_s: int = 900
     gate_s: float = 5.0
     tick_s: float = 1.0
-    grid_fee: int = 100_000
+    grid_fee: int = 100_000  # the flat market's fee (planck/Wh), used when no grid_code is set
     mechanism: Literal["pay_as_clear", "pay_as_bid"] = "pay_as_clear"
+    # The market tree (citygrid.stream.market.grid): a SimBench code such as "1-LV-rural1--0-sw"; empty:
+    # one flat market. Fees per market level a trade passes through (gsy-e's rule), keys "house",
+    # "feeder", "substation", "grid": constant in planck/Wh, percentage in basis points.
+    grid_code: str = ""
+    fees_constant: dict[Literal["house", "feeder", "substation", "grid"], int] = Field(default_factory=dict)
+    fees_percent_bp: dict[Literal["house", "feeder", "substation", "grid"], int] = Field(default_factory=dict)
 
 
 class DeliverySettings(_Section):
@@ -219,6 +230,10 @@ class SettlementSettings(_Section):
     # (a day of a household's purchases: 100 units of a 10-decimal asset).
     allowance_cap: int = Field(default=100 * 10**10, gt=0, le=2**63 - 1)
     group: str = "citygrid-settler"
+    # How long an interval's records (summary, signed orders, trades) may stay incomplete or unproven
+    # before what the settler holds of it is dead-lettered instead of paid; the market publishes them
+    # together, so this only bounds how long a forged or partial interval holds back offset commits.
+    evidence_wait_s: float = Field(default=60.0, gt=0)
     max_trades_per_extrinsic: int = 500  # ≈546 fit a block by weight (benchmarks.ledger_settle)
     # Test hook: the settler kills itself at this step ("after_submit", …) to prove crash safety.
     crash_at: Literal["", "prepared", "signed", "submitted", "included", "settled"] = ""
@@ -256,7 +271,12 @@ class LocalSettings(_Section):
 class StreamSettings(_Section):
     """The stream layer's online models, batching and ingest replay protection."""
 
-    model: ForecastModel = "river_linear"
+    model: ForecastModel = "river_lad"
+    # Reading kinds forecast as PV: clear-sky features, smart persistence, daylight-only scores.
+    solar_kinds: Annotated[list[str], NoDecode] = ["pv"]
+    # The site whose clear sky PV is forecast under (degrees north, east); default: SimBench's LV grids.
+    site_latitude: float = Field(default=53.64, ge=-90, le=90)
+    site_longitude: float = Field(default=11.41, ge=-180, le=180)
     energy_step_s: int = 900  # SimBench's quarter-hours
     energy_season_steps: int = 96  # one day
     # Reading kinds forecast as traffic counts (a list, or "a,b" in the environment).
@@ -268,7 +288,11 @@ class StreamSettings(_Section):
     anomaly_warmup: int = 96
     batch_max: int = 500  # readings a worker learns per table checkpoint
     batch_within_s: float = 0.2
-    ingest_replay_tail: int = 200_000  # records per readings partition re-read at ingest start
+    # The ingest's dedupe stage (citygrid.stream.dedupe): verified readings decided per Kafka transaction,
+    # and how long a transaction of a killed instance may hold back read_committed consumers before
+    # the broker aborts it (a restarted instance aborts it at once).
+    ingest_dedupe_batch: int = Field(default=2000, ge=1)
+    ingest_transaction_timeout_ms: int = Field(default=10_000, ge=1000)
     # A larger MQTT message is no reading: dead-lettered truncated (with its SHA-256 and length).
     ingest_max_payload_bytes: int = Field(default=16 * 1024, ge=1024)
     # Dead letters written per second per source (MQTT topic), with this burst; beyond, rejections are
@@ -284,7 +308,7 @@ class StreamSettings(_Section):
     # to start without one.
     state_key: str | None = Field(default=None, min_length=32, repr=False)
 
-    @field_validator("traffic_kinds", "aggregate_energy_kinds", mode="before")
+    @field_validator("traffic_kinds", "aggregate_energy_kinds", "solar_kinds", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _comma_list(value)

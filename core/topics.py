@@ -27,6 +27,13 @@ def readings_filter(readings_root: str) -> str:
     return f"{readings_root}/+/+"
 
 
+def shared_readings_filter(readings_root: str, ingest_name: str) -> str:
+    """The readings filter as one shared subscription (`$share/<group>/…`, MQTT 5; Mosquitto accepts it
+    from 3.1.1 clients too) of the group named after the ingest: the broker hands each reading to one
+    of the ingest's instances."""
+    return f"$share/{ingest_name}/{readings_filter(readings_root)}"
+
+
 def parse_readings_topic(readings_root: str, topic: str) -> tuple[str, str] | None:
     """(district, device) of a readings topic, or None if `topic` is not one."""
     prefix = readings_root + "/"
@@ -48,6 +55,18 @@ def model_updates_topic(models_root: str, device: str) -> str:
     return f"{models_root}/{device}"
 
 
+def verified_readings_topic(k: KafkaSettings) -> str:
+    """Where the ingest's instances write the readings they verified, keyed by device, before the dedupe
+    stage lets each (device, seq) into the readings topic once (citygrid.stream.dedupe)."""
+    return f"{k.readings_topic}.verified"
+
+
+def dedupe_state_topic(k: KafkaSettings) -> str:
+    """The dedupe stage's compacted changelog: each device's replay window, keyed by device, partitioned
+    as the verified readings are."""
+    return f"{k.readings_topic}.dedupe-state"
+
+
 def aggregate_members_topic(k: KafkaSettings) -> str:
     """The stream app's internal topic re-keying readings by feeder or intersection."""
     return f"{k.stream_app_id}-aggregate-members"
@@ -56,6 +75,26 @@ def aggregate_members_topic(k: KafkaSettings) -> str:
 def advisor_group(k: KafkaSettings) -> str:
     """The traffic advisor's consumer group, derived from the stream app id so deployments stay apart."""
     return f"{k.stream_app_id}-traffic-advisor"
+
+
+def cleared_orders_topic(k: KafkaSettings) -> str:
+    """Where the market publishes each cleared interval's signed orders (a record each, keyed by interval)."""
+    return f"{k.orders_topic}.cleared"
+
+
+def interval_summaries_topic(k: KafkaSettings) -> str:
+    """Where the market publishes each cleared interval's summary (orders root, price, trades hash)."""
+    return f"{k.trades_topic}.summaries"
+
+
+def market_topics(k: KafkaSettings) -> list[str]:
+    """The market's own topics: signed orders in; trades, cleared orders and summaries out."""
+    return [k.orders_topic, k.trades_topic, cleared_orders_topic(k), interval_summaries_topic(k)]
+
+
+def bidder_group(k: KafkaSettings, participant: str) -> str:
+    """The consumer group of one participant's bidder (it reads the forecasts of its own devices)."""
+    return f"{k.stream_app_id}-bidder-{participant}"
 
 
 def dead_letters_topic(source_topic: str, consumer: str) -> str:
@@ -69,7 +108,7 @@ def worker_output_topics(s: CitygridSettings) -> list[str]:
     k = s.kafka
     dead = [dead_letters_topic(t, "worker") for t in
             (k.readings_topic, aggregate_members_topic(k), k.orders_topic, k.forecasts_topic)]
-    return [k.stats_topic, k.forecasts_topic, k.alerts_topic, k.trades_topic, *dead]
+    return [k.stats_topic, k.forecasts_topic, k.alerts_topic, *market_topics(k), *dead]
 
 
 def stream_output_topics(s: CitygridSettings) -> list[str]:
@@ -78,4 +117,5 @@ def stream_output_topics(s: CitygridSettings) -> list[str]:
     # The stream workers' own dead letters, one topic per topic they consume (their principal "worker").
     dead = [dead_letters_topic(t, "worker") for t in
             (k.readings_topic, aggregate_members_topic(k), k.orders_topic, k.forecasts_topic)]
-    return [k.readings_topic, k.dead_letter_topic, k.stats_topic, k.forecasts_topic, k.alerts_topic, *dead]
+    return [k.readings_topic, k.dead_letter_topic, k.stats_topic, k.forecasts_topic, k.alerts_topic,
+            *market_topics(k), *dead]

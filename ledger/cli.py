@@ -101,6 +101,49 @@ def verify(bundle_file: Path,
 
 
 @app.command()
+def delivery(interval: int = typer.Argument(..., help="The interval's start, ms since the epoch (as trades "
+                                            "name it)."),
+             trades_file: Path = typer.Option(None, "--trades", help="JSON list of the interval's trades; "
+                                              "default: the settlement store's record of it."),
+             out: Path = typer.Option(None, "-o", "--out", help="Report JSON with every claim and its "
+                                      "proofs; default delivery-INTERVAL.json."),
+             offline: bool = typer.Option(True, help="Save each proof's block, so the claims verify with "
+                                          "no network (needs the chain now)."),
+             publish: bool = typer.Option(False, help="Also publish each alert to the alerts topic.")
+             ) -> None:
+    """Check each trader's energy against its anchored readings; exit 2 when one is flagged."""
+    from rich import box
+
+    from citygrid.ledger.delivery_check import publish_alerts, run_delivery_check
+
+    s = get_settings()
+    try:
+        report = run_delivery_check(s, interval, trades_file, with_blocks=offline)
+    except CitygridError as exc:
+        raise _fail(exc) from exc
+    table = Table("participant", "traded", "measured", "short", "verdict", box=box.SIMPLE_HEAD,
+                  title=f"interval {interval}, energy in Wh; flagged beyond {s.delivery.tolerance_pct:g} % "
+                        f"+ {s.delivery.tolerance_wh:g} Wh")
+    for p in report.participants:
+        colour = "red" if p.verdict in ("delivery_shortfall", "missing_readings") else "green"
+        gap = sum(p.uncovered_ms.values()) / 1000
+        table.add_row(p.participant, f"{'bought' if p.side == 'buyer' else 'sold'} {p.traded_wh}",
+                      f"{p.measured_wh:.1f}", f"{round(p.shortfall_wh, 1) + 0.0:.1f}",
+                      f"[{colour}]{p.verdict}" + (f" (gap {gap:g} s)" if gap else ""))
+    console.print(table)
+    path = out or Path(f"delivery-{interval}.json")
+    path.write_text(report.model_dump_json(indent=1))
+    console.print(f"{len(report.claims)} flagged, {sum(len(c.proofs) for c in report.claims)} proofs: {path}")
+    try:
+        if publish and report.claims:
+            console.print(f"{publish_alerts(s.kafka, report.claims)} alerts published")
+    except CitygridError as exc:
+        raise _fail(exc) from exc
+    if report.flagged:
+        raise typer.Exit(2)
+
+
+@app.command()
 def status(check_chain: bool = typer.Option(False, help="Read each anchored root back from the "
                                             "chain's System.Remarked events.")) -> None:
     """Anchored batches so far."""
@@ -146,32 +189,31 @@ def _anchorer_key(s: CitygridSettings) -> str:
 
 
 @app.command()
-def settle(trades_file: Path = typer.Option(None, "--trades", help="JSON list of cleared trades; "
-                                            "default: consume the market's trades topic.")) -> None:
-    """Settle cleared trades on chain, one atomic extrinsic per interval, exactly once."""
-    from collections import defaultdict
-
+def settle(book_file: Path = typer.Option(None, "--book", help="JSON list of published intervals "
+                                          "({summary, orders, trades}, as `market audit --save` writes); "
+                                          "default: consume what the market publishes.")) -> None:
+    """Settle cleared trades backed by signed orders on chain, one atomic extrinsic per interval, once."""
     from pydantic import TypeAdapter
 
-    from citygrid.market import Trade
+    from citygrid.interval_records import PublishedInterval
 
     s = get_settings()
     try:
         settler = _settler(s)
         for r in settler.recover():
             console.print(f"recovered interval {r.interval_start_ms}: {r.status}")
-        if trades_file is None:
+        if book_file is None:
             from citygrid.ledger.settlement_feed import run_feed
 
             run_feed(settler, s, stop_event_on_signals())
             return
-        trades = TypeAdapter(list[Trade]).validate_json(trades_file.read_text())
-        by_interval: dict[int, list[Trade]] = defaultdict(list)
-        for t in trades:
-            by_interval[t.interval_start_ms].append(t)
-        for start in sorted(by_interval):
-            r = settler.settle(start, by_interval[start])
-            console.print(f"interval {start}: {r.status} ({len(r.trades)} trades) in block "
+        from citygrid.ledger.settlement_feed import settle_published
+
+        for published in TypeAdapter(list[PublishedInterval]).validate_json(book_file.read_text()):
+            r, refused = settle_published(settler, published)
+            for line in refused:
+                console.print(f"[yellow]refused[/] {line}")
+            console.print(f"interval {r.interval_start_ms}: {r.status} ({len(r.trades)} trades) in block "
                           f"#{r.block_number} {r.block_hash}")
     except CitygridError as exc:
         raise _fail(exc) from exc

@@ -1,70 +1,41 @@
-"""The enrolled market participants the settler may pay between: name → SS58 address, from a file.
+"""The settler's view of the participants registry (citygrid.participants): addresses fully checked.
 
-The settler moves money only between these addresses. A trade naming a participant that is not
-enrolled, or a raw address that is not one of theirs, is refused (the feed dead-letters it), so a
-trade record alone can never send a payment to an attacker's account.
+The settler moves money only between enrolled participants' addresses. The core registry checks an
+address's shape; here each is decoded as SS58 (checksum included) when the settler loads the file,
+so a typo'd or forged address is refused at start, never paid.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from substrateinterface.utils.ss58 import ss58_decode
 
+from citygrid.errors import ConfigError
 from citygrid.ledger.errors import LedgerError
+from citygrid.participants import Participants, UnknownParticipant
 
-
-class UnknownParticipant(LedgerError, reason="unknown_participant"):
-    """A trade names someone who is not an enrolled participant."""
+__all__ = ["Participants", "ParticipantsFileError", "UnknownParticipant", "checked", "load_enrolled"]
 
 
 class ParticipantsFileError(LedgerError, reason="config"):
-    """The participants file cannot be read or holds something that is not an address."""
+    """The participants registry cannot be read or holds something that is not an SS58 address."""
 
 
-class Participants:
-    """Enrolled participants by name; also answers for their addresses themselves."""
-
-    def __init__(self, addresses: dict[str, str] | None = None) -> None:
-        self._by_name = dict(addresses or {})
-        for name, address in self._by_name.items():
-            try:
-                ss58_decode(address)
-            except (ValueError, TypeError, IndexError) as exc:
-                raise ParticipantsFileError(f"participant {name!r}: {address!r} is not an SS58 address") \
-                    from exc
-        self._addresses = frozenset(self._by_name.values())
-
-    @classmethod
-    def load(cls, path: Path) -> Participants:
-        """Read the participants file (JSON {name: SS58 address}); a missing file enrols no one."""
-        path = Path(path)
-        if not path.exists():
-            return cls()
+def checked(participants: Participants) -> Participants:
+    """`participants`, once every address decodes as SS58; else ParticipantsFileError naming the entry."""
+    for name in participants:
+        address = participants.address(name)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ParticipantsFileError(f"cannot read the participants file {path}: {exc}") from exc
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise ParticipantsFileError(f"{path} must be a JSON object of participant name → SS58 address")
-        return cls({str(k): v for k, v in data.items()})
+            ss58_decode(address)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ParticipantsFileError(f"participant {name!r}: {address!r} is not an SS58 address") from exc
+    return participants
 
-    def save(self, path: Path) -> None:
-        """Write the file (public data: names and addresses)."""
-        Path(path).write_text(json.dumps(self._by_name, indent=1, sort_keys=True))
 
-    def address(self, participant: str) -> str:
-        """The address of an enrolled participant, named or given by its address; else UnknownParticipant."""
-        if participant in self._by_name:
-            return self._by_name[participant]
-        if participant in self._addresses:
-            return participant
-        raise UnknownParticipant(f"{participant[:64]!r} is not an enrolled participant; enrol it in the "
-                                 "participants file (CITYGRID_SETTLEMENT__PARTICIPANTS_FILE)")
-
-    def __contains__(self, participant: object) -> bool:
-        return participant in self._by_name or participant in self._addresses
-
-    def __len__(self) -> int:
-        return len(self._by_name)
+def load_enrolled(path: Path) -> Participants:
+    """The registry at `path` with every address checked (a missing file enrols no one)."""
+    try:
+        return checked(Participants.load(path))
+    except ConfigError as exc:
+        raise ParticipantsFileError(str(exc)) from exc

@@ -17,8 +17,8 @@ from citygrid.ledger.anchor_store import AnchorStore
 from citygrid.ledger.block_evidence import BlockEvidence, check_anchor_extrinsic, check_block, fetch_evidence
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.errors import ExtrinsicFailed, ProofInvalid
-from citygrid.ledger.merkle import MerkleTree, ProofStep, root_from_proof
 from citygrid.ledger.remarks import anchor_remark, parse_anchor_remark
+from citygrid.merkle import MerkleTree, ProofStep, root_from_proof
 from citygrid.reading import Reading, SignedReading
 from citygrid.signing import device_id_for, verify_signature
 
@@ -56,21 +56,25 @@ class ProofBundle(BaseModel):
 
 
 def build_bundle(store: AnchorStore, device: str, seq: int, public_key: bytes,
-                 chain: ChainClient | None = None) -> ProofBundle:
+                 chain: ChainClient | None = None, trees: dict[int, MerkleTree] | None = None) -> ProofBundle:
     """Cut the proof of one anchored reading out of the anchor store; with a chain, add the block
-    evidence that lets it be verified offline."""
+    evidence that lets it be verified offline. `trees` keeps each batch's tree between calls, so
+    proving many readings of one batch (the delivery check) builds its tree once."""
     batch, index = store.locate(device, seq)
     if not batch.anchored:
         raise ProofInvalid(f"reading {device}/{seq} is batched but its root is not on chain yet")
-    leaves = store.leaves(batch.id)
-    tree = MerkleTree(leaves)
+    trees = {} if trees is None else trees
+    if batch.id not in trees:
+        trees[batch.id] = MerkleTree(store.leaves(batch.id))
+    tree = trees[batch.id]
+    envelope = store.envelope(device, seq)
     evidence = None
     if chain is not None:
         evidence = fetch_evidence(chain, batch.block_hash, batch.block_number, batch.extrinsic_index,
                                   batch.remark)
     return ProofBundle(
-        envelope=leaves[index].hex(), device_public_key=public_key.hex(),
-        leaf_index=index, leaf_count=len(leaves),
+        envelope=envelope.hex(), device_public_key=public_key.hex(),
+        leaf_index=index, leaf_count=len(tree),
         path=[PathStep(sibling=s.sibling.hex(), left=s.sibling_is_left) for s in tree.proof(index)],
         root=tree.root.hex(), interval_start_ms=batch.interval_start_ms,
         block_hash=batch.block_hash, block_number=batch.block_number,

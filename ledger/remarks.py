@@ -2,16 +2,21 @@
 
 Each is a readable, versioned line, so anyone reading the chain can tell what it records:
 `citygrid:anchor:v1:<interval start ms>:<leaf count>:<Merkle root hex>` anchors a batch of readings;
-`citygrid:settle:v1:<interval start ms>:<trade count>:<sorted trade ids>` names the trades an
-interval's settlement paid. System.Remarked carries only the BLAKE2b-256 hash of the text.
+`citygrid:settle:v2:<interval start ms>:<trade count>:<orders root>:<price digest>:<trades hash>` commits
+what an interval's settlement paid for: the Merkle root of the interval's signed orders, the digest of
+its clearing price and the hash of its trade list, exactly as the market's summary states them
+(citygrid.interval_records), so `citygrid market audit` can tie the payments back to signed orders.
+(v1, `…:settle:v1:<interval>:<count>:<sorted trade ids>`, named trade ids only.)
+System.Remarked carries only the BLAKE2b-256 hash of the text.
 """
 
 from __future__ import annotations
 
 from citygrid.hashing import blake2_256_hex
+from citygrid.interval_records import IntervalSummary
 
 ANCHOR_PREFIX = "citygrid:anchor:v1"
-SETTLEMENT_PREFIX = "citygrid:settle:v1"
+SETTLEMENT_PREFIX = "citygrid:settle:v2"
 
 
 def anchor_remark(interval_start_ms: int, count: int, root: bytes) -> str:
@@ -28,9 +33,10 @@ def parse_anchor_remark(text: str) -> tuple[int, int, bytes]:
     return int(head[3]), int(head[4]), bytes.fromhex(rest)
 
 
-def settlement_remark(interval_start_ms: int, trade_ids: list[str]) -> str:
-    """The on-chain record of which trades an interval settled."""
-    return f"{SETTLEMENT_PREFIX}:{interval_start_ms}:{len(trade_ids)}:{','.join(sorted(trade_ids))}"
+def settlement_remark(summary: IntervalSummary) -> str:
+    """The on-chain commitment of an interval's settlement: its orders root, price and trades hash."""
+    return (f"{SETTLEMENT_PREFIX}:{summary.interval_start_ms}:{summary.trade_count}:{summary.orders_root}:"
+            f"{summary.price.digest()}:{summary.trades_hash}")
 
 
 def remark_hash(text: str) -> str:

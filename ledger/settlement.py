@@ -5,17 +5,16 @@ the settler a bounded allowance with its own key (`Assets.approve_transfer`, at
 most the operator's `settlement.allowance_cap`), so one
 `Utility.batch_all` of `Assets.transfer_approved(buyer -> seller)` calls moves
 every payment of the interval (trades to sellers, fees to the grid operator)
-plus a `System.remark_with_event` naming the interval and its trade ids. Each
+plus a `System.remark_with_event` committing the interval's signed-order root, clearing price and
+trades hash (citygrid.ledger.remarks). Each
 call runs with the settler's own origin, so any failure (a buyer short of
 funds or allowance) fails the batch and batch_all reverts all of it.
 `Proxy.proxy` was tried first and is not atomic: it reports an inner call's
 failure as an event but itself succeeds, so batch_all would keep the other
-payments. The settler holds no participant's key, signs with its own only, and pays only
-between enrolled participants' addresses (`participants.Participants`).
-
-Not yet: a trade record alone still moves money between enrolled participants. The market issue
-makes orders signed; then the settler must pay only trades backed by the buyer's and the seller's
-signed orders (check both signatures and that the trade is within both orders' limits here).
+payments. The settler holds no participant's key and signs with its own only. What it is given to
+settle has passed `trade_backing.judge` (the feed and `settle --book` check it): only trades backed by
+the buyer's and the seller's signed orders, between enrolled participants' addresses, that hash to
+the market's summary of the interval.
 
 Exactly once across crashes: the signed extrinsic and its nonce are stored
 before they leave the process. On restart a signed interval is looked for on
@@ -30,15 +29,15 @@ import os
 import signal
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import structlog
 from prometheus_client import Counter
 from substrateinterface import Keypair
 
+from citygrid.interval_records import IntervalSummary
 from citygrid.ledger.chain import ChainClient, Inclusion, extrinsic_hash, inclusion_histogram
 from citygrid.ledger.errors import ExtrinsicFailed, SettlementError
-from citygrid.ledger.participants import Participants
+from citygrid.ledger.participants import Participants, load_enrolled
 from citygrid.ledger.remarks import settlement_remark
 from citygrid.ledger.settlement_store import Settlement, SettlementStore
 from citygrid.ledger.signer import role_keypair
@@ -75,7 +74,7 @@ class Settler:
         key is refused unless the chain is a dev chain (citygrid.ledger.signer)."""
         chain = ChainClient(s.chain.url)
         keypair = role_keypair(s, "settler", chain.chain_type())
-        participants = Participants.load(participants_file(s))
+        participants = load_enrolled(s.paths.participants)
         return cls(chain, SettlementStore(s.paths.settlement_store), participants, keypair,
                    s.settlement.grid_operator or "grid", s.settlement.asset_id, s.settlement.crash_at)
 
@@ -99,16 +98,7 @@ class Settler:
         """An enrolled participant's address (UnknownParticipant for anyone else)."""
         return self.participants.address(participant)
 
-    def refusal(self, trade: Trade) -> str | None:
-        """Why this trade must not be settled (a party or the grid operator not enrolled), or None."""
-        for party in (trade.buyer, trade.seller, self.grid_operator):
-            if party not in self.participants:
-                return f"{party[:64]!r} is not an enrolled participant"
-        if trade.buyer == trade.seller or self.account(trade.buyer) == self.account(trade.seller):
-            return "buyer and seller are the same account"
-        return None
-
-    def calls(self, interval_start_ms: int, trades: list[Trade]) -> list:
+    def calls(self, trades: list[Trade], remark: str) -> list:
         """The batch: one transfer per trade, one fee transfer per buyer, then the remark."""
         calls = []
         fees: dict[str, int] = defaultdict(int)
@@ -118,8 +108,7 @@ class Settler:
             calls.append(self._transfer(buyer, self.account(t.seller), t.seller_receives))
         operator = self.account(self.grid_operator)
         calls += [self._transfer(b, operator, fee) for b, fee in sorted(fees.items()) if fee]
-        calls.append(self.chain.compose("System", "remark_with_event", {
-            "remark": settlement_remark(interval_start_ms, [t.trade_id for t in trades]).encode()}))
+        calls.append(self.chain.compose("System", "remark_with_event", {"remark": remark.encode()}))
         return calls
 
     def _transfer(self, owner: str, dest: str, amount: int) -> object:
@@ -134,11 +123,12 @@ class Settler:
         self._next_nonce += 1
         return n
 
-    def settle(self, interval_start_ms: int, trades: list[Trade]) -> Settlement:
-        """Settle one interval (or report how it was already settled)."""
+    def settle(self, summary: IntervalSummary, trades: list[Trade]) -> Settlement:
+        """Settle one interval's (already judged) trades under its summary, or report how it was settled."""
+        interval_start_ms = summary.interval_start_ms
         if not trades:
             raise SettlementError(f"interval {interval_start_ms} has no trades to settle")
-        record = self.store.prepare(interval_start_ms, trades)
+        record = self.store.prepare(interval_start_ms, trades, settlement_remark(summary))
         self.crash("prepared")
         return self._drive(record)
 
@@ -157,7 +147,7 @@ class Settler:
                 record = self.store.get(interval)  # type: ignore[assignment]
         if record.status == "prepared":
             call = self.chain.compose("Utility", "batch_all",
-                                      {"calls": self.calls(interval, record.trades)})
+                                      {"calls": self.calls(record.trades, record.remark)})
             nonce = self._take_nonce()
             from_block = self.chain.head_number()
             ext = self.chain.sign_call(call, self.settler, nonce)
@@ -216,11 +206,6 @@ class Settler:
                  block=inclusion.block_hash, block_number=inclusion.block_number)
         self.crash("settled")
         return done
-
-
-def participants_file(s: CitygridSettings) -> Path:
-    """The enrolled participants' file the settings name (default <data_dir>/participants.json)."""
-    return s.settlement.participants_file or s.paths.data_dir / "participants.json"
 
 
 def authorize(chain: ChainClient, participant: Keypair, settler_address: str, asset_id: int,

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from citygrid.ledger.chain import ChainClient, Inclusion
-from citygrid.ledger.remarks import remark_hash, settlement_remark
+from citygrid.ledger.remarks import remark_hash
 from citygrid.ledger.settlement_store import Settlement
 from citygrid.market import Trade
 
@@ -27,9 +27,8 @@ class OnChainSettlement:
         """What differs, or None."""
         if not self.succeeded:
             return "the extrinsic did not succeed"
-        want = remark_hash(settlement_remark(record.interval_start_ms, [t.trade_id for t in record.trades]))
-        if self.remark_hashes != [want]:
-            return "the remark of trade ids differs"
+        if self.remark_hashes != [remark_hash(record.remark)]:
+            return "the remark (orders root, price, trades hash) differs"
         if expected is not None and self.transfers != expected:
             return "the transfers differ from the trades"
         return None

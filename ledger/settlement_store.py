@@ -12,6 +12,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from citygrid.ledger.chain import Inclusion
 from citygrid.ledger.errors import SettlementError
@@ -34,6 +35,7 @@ class Settlement:
     block_number: int | None
     extrinsic_index: int | None
     error: str | None
+    remark: str  # the System.remark_with_event text of the settlement (citygrid.ledger.remarks)
 
 
 class SettlementStore(SqliteStore):
@@ -52,7 +54,8 @@ class SettlementStore(SqliteStore):
       block_number INTEGER,
       extrinsic_index INTEGER,
       error TEXT,
-      updated_s REAL NOT NULL
+      updated_s REAL NOT NULL,
+      remark TEXT NOT NULL DEFAULT ''
     );
     CREATE TABLE IF NOT EXISTS settled_trades (
       trade_id TEXT PRIMARY KEY,
@@ -61,8 +64,15 @@ class SettlementStore(SqliteStore):
     """
     SYNCHRONOUS = "FULL"  # a settled mark must survive a power cut
 
-    def prepare(self, interval_start_ms: int, trades: list[Trade]) -> Settlement:
-        """Record an interval's trades, or return the existing record if it holds the same trades."""
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(settlements)")}
+        if "remark" not in columns:  # a store from before remarks committed the interval's orders
+            self.db.execute("ALTER TABLE settlements ADD COLUMN remark TEXT NOT NULL DEFAULT ''")
+
+    def prepare(self, interval_start_ms: int, trades: list[Trade], remark: str) -> Settlement:
+        """Record an interval's trades and the remark that commits to them (the orders root, price and
+        trades hash), or return the existing record if it holds the same trades."""
         existing = self.get(interval_start_ms)
         ids = sorted(t.trade_id for t in trades)
         if existing is not None:
@@ -76,8 +86,8 @@ class SettlementStore(SqliteStore):
         try:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
-                "INSERT INTO settlements (interval_start_ms, trades, status, updated_s) VALUES (?,?,?,?)",
-                (interval_start_ms, body, "prepared", time.time()))
+                "INSERT INTO settlements (interval_start_ms, trades, status, updated_s, remark) "
+                "VALUES (?,?,?,?,?)", (interval_start_ms, body, "prepared", time.time(), remark))
             self.db.executemany("INSERT INTO settled_trades VALUES (?,?)",
                                 [(i, interval_start_ms) for i in ids])
             self.db.execute("COMMIT")
@@ -127,7 +137,7 @@ class SettlementStore(SqliteStore):
 
 # Settlement's fields, in order.
 _COLUMNS = ("interval_start_ms, trades, status, nonce, extrinsic, extrinsic_hash, from_block, block_hash, "
-            "block_number, extrinsic_index, error")
+            "block_number, extrinsic_index, error, remark")
 
 
 def _row(r: tuple) -> Settlement:

@@ -1,13 +1,14 @@
-"""The market's topics and agents on the stream app: orders in, cleared trades out.
+"""The market's topics, table, agent and clock on the stream app: signed orders in; trades, the cleared
+book and each interval's summary out.
 
-`register_market(app, settings)` is called by `citygrid.stream.app.make_app`.
-Participants (or the forecasting agents on their behalf) publish JSON orders to
-the orders topic; each interval's book closes `gate_s` after the interval ends
-by wall clock, is cleared, and every trade is published to the trades topic
-keyed by interval, where the settler picks it up. With a participants file
-(`market.participants_file`), the learner's forecasts also become orders: each
-participant's forecast net position for an interval is its bid or offer.
-What each agent does lives in `exchange`; here records only move.
+`register_market(app, settings)` is called by `citygrid.stream.app.make_app`. Participants' bidders
+(`citygrid market bid`) publish signed orders keyed by interval; the one agent books them in the
+`market-books` table of the partition they arrive on, and every worker's timer writes a sealed tick
+to every orders partition, which the partition's owner handles in log order: a tick past an
+interval's gate clears its book (see `exchange`). When an interval clears, its signed orders (one
+record each), its trades and its summary are published, keyed by interval, in that order; a worker
+killed before it marked the book cleared lets its successor publish the same records again, which
+the settler and the audit recognise by their deterministic ids and hashes.
 """
 
 from __future__ import annotations
@@ -16,53 +17,62 @@ import time
 
 import faust
 
+from citygrid.participants import Participants
 from citygrid.settings import CitygridSettings
 from citygrid.stream.dead_letters import WORKER, send_dead
-from citygrid.stream.market.book import IntervalBooks
-from citygrid.stream.market.exchange import Refused, clear_due, take_forecast, take_order
-from citygrid.stream.market.participants import ForecastPositions, load_participants
-from citygrid.topics import dead_letters_topic
+from citygrid.stream.learning import state_key
+from citygrid.stream.market.book import BOOK_TABLE, Books, MarketRules
+from citygrid.stream.market.exchange import ClearedInterval, Refused, take_record, tick_record
+from citygrid.topics import cleared_orders_topic, dead_letters_topic, interval_summaries_topic
 
 
-def register_market(app: faust.App, s: CitygridSettings) -> IntervalBooks:
-    """Declare the market's topics, agents and clearing timer on `app`; return the live books."""
+def market_rules(s: CitygridSettings) -> MarketRules:
+    """The rules every worker books and clears by, from the settings and the participants registry."""
     m = s.market
-    orders_topic = app.topic(s.kafka.orders_topic, key_type=bytes, value_type=bytes)
-    trades_topic = app.topic(s.kafka.trades_topic, key_type=bytes, value_type=bytes)
-    books = IntervalBooks(m.interval_s * 1000)
-    positions = (ForecastPositions(load_participants(m.participants_file), m.interval_s)
-                 if m.participants_file else None)
+    return MarketRules(interval_ms=m.interval_s * 1000, gate_ms=int(m.gate_s * 1000),
+                       partitions=s.kafka.partitions, state_key=state_key(s.stream),
+                       participants=Participants.load(s.paths.participants))
 
-    orders_dead = app.topic(dead_letters_topic(s.kafka.orders_topic, WORKER),
-                            key_type=bytes, value_type=bytes)
-    forecasts_dead = app.topic(dead_letters_topic(s.kafka.forecasts_topic, WORKER),
-                               key_type=bytes, value_type=bytes)
 
-    @app.agent(orders_topic)
-    async def collect_orders(stream: faust.Stream) -> None:
+def register_market(app: faust.App, s: CitygridSettings) -> Books:
+    """Declare the market's topics, table, agent and tick timer on `app`; return its books."""
+    m, k = s.market, s.kafka
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes)
+
+    orders, trades = topic(k.orders_topic), topic(k.trades_topic)
+    book_out, summaries = topic(cleared_orders_topic(k)), topic(interval_summaries_topic(k))
+    dead = topic(dead_letters_topic(k.orders_topic, WORKER))
+    rules = market_rules(s)
+    books = Books(app.Table(BOOK_TABLE, key_type=bytes, value_type=bytes), rules.state_key)
+
+    async def publish(c: ClearedInterval) -> None:
+        key = str(c.summary.interval_start_ms).encode()
+        for signed in c.orders:
+            await book_out.send(key=key, value=signed.encode())
+        for t in c.trades:
+            await trades.send(key=key, value=t.model_dump_json().encode())
+        await summaries.send(key=key, value=c.summary.encode())
+
+    @app.agent(orders)
+    async def market(stream: faust.Stream) -> None:
         async for event in stream.events():
             try:
-                take_order(books, event.value)
+                cleared = take_record(books, rules, event.message.partition, event.key, event.value, m)
             except Refused as exc:
-                await send_dead(orders_dead, "market", event, exc.reason, str(exc))
+                await send_dead(dead, "market", event, exc.reason, str(exc))
+                continue
             except Exception as exc:  # one record must never stop the market
-                await send_dead(orders_dead, "market", event, "unprocessable", repr(exc))
-
-    if positions is not None:
-        @app.agent(app.topic(s.kafka.forecasts_topic, key_type=bytes, value_type=bytes))
-        async def orders_from_forecasts(stream: faust.Stream) -> None:
-            async for event in stream.events():
-                try:
-                    take_forecast(books, positions, event.value)
-                except Refused as exc:
-                    await send_dead(forecasts_dead, "market", event, exc.reason, str(exc))
-                except Exception as exc:  # one record must never stop the market
-                    await send_dead(forecasts_dead, "market", event, "unprocessable", repr(exc))
+                await send_dead(dead, "market", event, "unprocessable", repr(exc))
+                continue
+            for c in cleared:
+                await publish(c)
 
     @app.timer(interval=m.tick_s)
-    async def clear_books() -> None:
-        for trade in clear_due(books, int(time.time() * 1000), m, positions):
-            await trades_topic.send(key=str(trade.interval_start_ms).encode(),
-                                    value=trade.model_dump_json().encode())
+    async def tick() -> None:
+        record = tick_record(rules.state_key, int(time.time() * 1000))
+        for partition in range(k.partitions):
+            await orders.send(key=b"tick", value=record, partition=partition)
 
     return books

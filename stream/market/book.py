@@ -1,67 +1,115 @@
-"""Per-interval order books, and turning a participant's forecast into an order.
+"""The market's state: each interval's signed orders and each orders partition's clock, in one table.
 
-Pure logic with no broker, so the Faust agent that feeds it stays thin.
+Orders are keyed by interval on the orders topic, so every order of an interval lands on one
+partition, and the worker that owns that partition is the only one that books and clears it. The
+state lives in a Faust table whose changelog follows the orders partition it was written from, so
+whichever worker takes the partition over (after a rebalance or a kill) restores the same books:
+- `o|<interval>|<order id>` → the order's current signed revision;
+- `p|<partition>` → that partition's `PartitionClock`: the last market tick it saw and its open intervals.
+Every value is sealed (citygrid.sealed, HMAC under the workers' state key, bound to its table key) and
+is JSON, never a pickle: a value written to the changelog by anyone else is refused, counted and
+dropped (an order so lost is missing from its book, which the published root and the audit show).
+
+Pure logic on any MutableMapping[bytes, bytes], so it is tested with a dict and run on a Faust table.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import MutableMapping
+from dataclasses import dataclass
 
-from citygrid.market import Order, Side
+import structlog
+from prometheus_client import Counter
+from pydantic import BaseModel, ConfigDict, Field
+
+from citygrid.participants import Participants
+from citygrid.sealed import StateTampered, seal, unseal
+from citygrid.signed_orders import SignedOrder
+
+BOOK_TABLE = "market-books"  # the Faust table (and the seal's context)
+log = structlog.get_logger(__name__)
+TAMPERED = Counter("citygrid_market_state_refused_total",
+                   "Market table entries refused because a worker did not seal them")
+MAX_INT64 = 2**63 - 1
 
 
-def order_from_forecast(participant: str, interval_start_ms: int, net_wh: float, buy_limit: int,
-                        sell_limit: int) -> Order | None:
-    """A bid for a forecast deficit (net_wh < 0) or an offer for a surplus; None if balanced."""
-    wh = round(abs(net_wh))
-    if wh == 0:
-        return None
-    side = Side.OFFER if net_wh > 0 else Side.BID
-    return Order(
-        order_id=f"{participant}:{interval_start_ms}:{side.value}", participant=participant,
-        side=side, wh=wh, limit=sell_limit if side is Side.OFFER else buy_limit,
-        interval_start_ms=interval_start_ms,
-    )
-
-
-@dataclass
-class IntervalBooks:
-    """Open order books keyed by interval start; a book closes when the gate closes.
-
-    An order replaces an earlier one with the same id (a participant revising its
-    forecast); orders for an interval whose gate already closed are refused.
-    """
+@dataclass(frozen=True)
+class MarketRules:
+    """What every worker must agree on to book and clear identically."""
 
     interval_ms: int
-    open: dict[int, dict[str, Order]] = field(default_factory=dict)
-    closed_before_ms: int = 0
+    gate_ms: int  # a book closes this long after its interval ends
+    partitions: int  # of the orders topic: an interval's orders must come on its key's partition
+    state_key: bytes  # the workers' secret sealing the table's values and the market's ticks
+    participants: Participants
 
-    def add(self, order: Order) -> bool:
-        """Add or replace an order; False if its interval is already cleared."""
-        start = order.interval_start_ms - order.interval_start_ms % self.interval_ms
-        if start < self.closed_before_ms:
-            return False
-        self.open.setdefault(start, {})[order.order_id] = order
-        return True
+    def gate_of(self, interval_start_ms: int) -> int:
+        """When the interval's book closes: the first tick at or after this clears it."""
+        return interval_start_ms + self.interval_ms + self.gate_ms
 
-    def place_position(self, participant: str, interval_start_ms: int, order: Order | None) -> bool:
-        """Replace the participant's forecast order for the interval (None withdraws it); False if cleared.
 
-        Its position may flip from surplus to deficit as forecasts are revised, so the order of
-        the other side must go, not only the one with the same id.
-        """
-        start = interval_start_ms - interval_start_ms % self.interval_ms
-        if start < self.closed_before_ms:
-            return False
-        book = self.open.setdefault(start, {})
-        for side in Side:
-            book.pop(f"{participant}:{interval_start_ms}:{side.value}", None)
-        if order is not None:
-            book[order.order_id] = order
-        return True
+class PartitionClock(BaseModel):
+    """One orders partition's market time (the last tick it saw) and the intervals with open books."""
 
-    def close_until(self, gate_ms: int) -> list[tuple[int, list[Order]]]:
-        """Remove and return every book whose interval starts before `gate_ms`, oldest first."""
-        due = sorted(s for s in self.open if s < gate_ms)
-        self.closed_before_ms = max(self.closed_before_ms, gate_ms)
-        return [(s, sorted(self.open.pop(s).values(), key=lambda o: o.order_id)) for s in due]
+    model_config = ConfigDict(extra="forbid")
+
+    tick_ms: int = Field(default=0, ge=0, le=MAX_INT64)
+    open: list[int] = Field(default_factory=list)
+
+
+class Books:
+    """The market table: sealed signed orders by (interval, id) and a clock per orders partition."""
+
+    def __init__(self, table: MutableMapping[bytes, bytes], state_key: bytes) -> None:
+        self.table = table
+        self.key = state_key
+
+    def _get(self, key: bytes) -> bytes | None:
+        raw = self.table.get(key)
+        if raw is None:
+            return None
+        try:
+            return unseal(self.key, BOOK_TABLE.encode() + b"/" + key, raw)
+        except StateTampered as exc:
+            # Not written by a worker: never used, and dropped so it cannot block the partition.
+            TAMPERED.inc()
+            log.error("market_state_refused", key=key[:80].decode(errors="replace"), error=str(exc))
+            del self.table[key]
+            return None
+
+    def _put(self, key: bytes, payload: bytes) -> None:
+        self.table[key] = seal(self.key, BOOK_TABLE.encode() + b"/" + key, payload)
+
+    def clock(self, partition: int) -> PartitionClock:
+        """The partition's clock (a fresh one if it never saw a tick)."""
+        raw = self._get(f"p|{partition}".encode())
+        return PartitionClock() if raw is None else PartitionClock.model_validate_json(raw)
+
+    def set_clock(self, partition: int, clock: PartitionClock) -> None:
+        """Store the partition's clock."""
+        self._put(f"p|{partition}".encode(), clock.model_dump_json().encode())
+
+    def current(self, interval_start_ms: int, order_id: str) -> SignedOrder | None:
+        """The booked revision of an order, if any."""
+        raw = self._get(_order_key(interval_start_ms, order_id))
+        return None if raw is None else SignedOrder.decode(raw)
+
+    def put(self, interval_start_ms: int, order_id: str, signed: SignedOrder) -> None:
+        """Book (or replace) an order's signed revision."""
+        self._put(_order_key(interval_start_ms, order_id), signed.encode())
+
+    def orders(self, interval_start_ms: int) -> list[SignedOrder]:
+        """Every booked order of an interval."""
+        prefix = f"o|{interval_start_ms}|".encode()
+        found = [self._get(k) for k in list(self.table.keys()) if k.startswith(prefix)]
+        return [SignedOrder.decode(raw) for raw in found if raw is not None]
+
+    def drop(self, interval_start_ms: int) -> None:
+        """Forget a cleared interval's orders (they are published, and a late one is refused by time)."""
+        prefix = f"o|{interval_start_ms}|".encode()
+        for k in [k for k in list(self.table.keys()) if k.startswith(prefix)]:
+            del self.table[k]
+
+
+def _order_key(interval_start_ms: int, order_id: str) -> bytes:
+    return f"o|{interval_start_ms}|{order_id}".encode()

@@ -9,5 +9,5 @@ class MarketError(StreamError):
     """Base of every error the market raises on purpose."""
 
 
-class ParticipantsConfigError(MarketError):
-    """The participants file (CITYGRID_MARKET__PARTICIPANTS_FILE) is missing or malformed."""
+class BidderKeyError(MarketError, reason="config"):
+    """A bidder's order key is missing, unreadable or not the one its participant is enrolled with."""

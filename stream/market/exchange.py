@@ -1,117 +1,171 @@
-"""What the market's agents do with an order, a forecast and a clock tick, as plain functions.
+"""What the market's agent does with a signed order and with a market tick, as plain functions.
 
-Orders and participants' forecast positions go into the interval books; once an
-interval's gate has closed its book is cleared into trades. No broker here: the
-Faust agents in `agents.py` only move records between Kafka and these functions.
+An order record is booked only if it is a canonical signed order, by an enrolled participant's order
+key, for an interval that is still open on the partition its key routes to, not expired, and a newer
+revision (higher nonce) of its order id than the one booked; anything else raises Refused with the
+reason its dead letter and counter carry.
+
+Time in the market is the ticks' time, not the wall clock of whichever worker happens to process a
+record: every worker's timer writes a sealed tick (its clock) to every orders partition, and the
+agent handles ticks in log order with the orders. An order after the tick that passed its gate is
+late; a tick that passes a gate clears that book. So a worker that takes a partition over and
+re-reads it books and clears exactly what the first would have: same orders, same trades, same ids.
+No broker here: `agents.py` only moves records between Kafka and these functions.
 """
 
 from __future__ import annotations
 
+import struct
 import time
+from dataclasses import dataclass
 from typing import NoReturn
 
 import structlog
+from kafka.partitioner.default import murmur2
 from prometheus_client import Counter, Gauge, Histogram
-from pydantic import ValidationError
 
+from citygrid.interval_records import ClearingPrice, IntervalSummary, sorted_book, summarize
 from citygrid.market import Mechanism, Order, Trade
-from citygrid.records import MAX_RECORD_BYTES, Forecast, RecordRejected
+from citygrid.sealed import MAGIC, StateTampered, seal, unseal
 from citygrid.settings import MarketSettings
+from citygrid.signed_orders import OrderRefused, SignedOrder
 from citygrid.stream.market.auction import clear
-from citygrid.stream.market.book import IntervalBooks
-from citygrid.stream.market.participants import ForecastPositions
+from citygrid.stream.market.book import Books, MarketRules
 
 log = structlog.get_logger(__name__)
 
-ORDERS = Counter("citygrid_market_orders_total", "Orders accepted into an interval's book")
-REFUSED = Counter("citygrid_market_orders_refused_total", "Orders that did not parse or came too late")
+ORDERS = Counter("citygrid_market_orders_total", "Signed orders accepted into an interval's book")
+REFUSED = Counter("citygrid_market_orders_refused_total",
+                  "Order records refused (unsigned, forged, unknown, replayed, expired, late, …)", ["reason"])
 TRADES = Counter("citygrid_market_trades_total", "Trades cleared")
+TICKS = Counter("citygrid_market_ticks_total", "Market ticks that moved an orders partition's time forward")
 CLEAR_SECONDS = Histogram("citygrid_market_clear_seconds", "Time to clear one interval's book")
-FORECAST_ORDERS = Counter("citygrid_market_forecast_orders_total",
-                          "Participants' orders placed or revised from the learner's forecasts")
 CLEARED_KWH = Gauge("citygrid_market_cleared_volume_kwh", "Energy traded in the last cleared interval")
 CLEARING_PRICE = Gauge("citygrid_market_clearing_price",
                        "Clearing price of the last cleared interval (planck per Wh)")
 
+TICK_CONTEXT = b"market-tick"
+
 
 class Refused(Exception):
-    """A record the market cannot take: `reason` (short) for the dead letter, and the error."""
+    """A record the market will not book: `reason` (short) for the dead letter, and the error."""
 
     def __init__(self, reason: str, error: str) -> None:
         super().__init__(error)
         self.reason = reason
 
 
-def take_order(books: IntervalBooks, raw: bytes) -> None:
-    """Put an order record into its interval's book, or raise Refused (counted) saying why not."""
-    if len(raw) > MAX_RECORD_BYTES:
-        _refuse("market_order_invalid", "too_large", f"order record of {len(raw)} bytes")
+@dataclass(frozen=True)
+class ClearedInterval:
+    """One cleared interval: what the market publishes for the settler and for audit."""
+
+    summary: IntervalSummary
+    orders: list[SignedOrder]  # in book order
+    trades: list[Trade]
+
+
+def expected_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as kafka-python and aiokafka) gives `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def order_key(interval_start_ms: int) -> bytes:
+    """The record key of every order of an interval: all of them go to one partition, one book."""
+    return str(interval_start_ms).encode()
+
+
+def take_order(books: Books, rules: MarketRules, partition: int, key: bytes | None, raw: bytes) -> Order:
+    """Book a signed order record, or raise Refused (counted) saying why not."""
     try:
-        order = Order.model_validate_json(raw)
-    except ValidationError as exc:
-        _refuse("market_order_invalid", "malformed", f"not an Order record: {str(exc)[:300]}")
-    if not books.add(order):
-        _refuse("market_order_late", "late",
-                f"order {order.order_id} for interval {order.interval_start_ms} came after its gate closed")
+        signed = SignedOrder.decode(raw)
+        order = signed.verified(rules.participants)
+    except OrderRefused as exc:
+        _refuse(exc.reason, str(exc))
+    start = order.interval_start_ms
+    if start % rules.interval_ms:
+        _refuse("malformed", f"order {order.order_id} names {start}, not the start of an interval")
+    if key != order_key(start) or partition != expected_partition(order_key(start), rules.partitions):
+        _refuse("misrouted", f"order {order.order_id} for interval {start} must be keyed {start} "
+                             "(and on that key's partition), so one worker holds the interval's book")
+    clock = books.clock(partition)
+    if rules.gate_of(start) <= clock.tick_ms:
+        _refuse("late", f"order {order.order_id} for interval {start} came after its gate closed")
+    if order.expires_ms < start + rules.interval_ms or order.expires_ms <= clock.tick_ms:
+        _refuse("expired", f"order {order.order_id} expires at {order.expires_ms}, before its interval ends "
+                           f"({start + rules.interval_ms}) or the market's time ({clock.tick_ms})")
+    booked = books.current(start, order.order_id)
+    if booked is not None and booked.unverified_order().nonce >= order.nonce:
+        _refuse("replayed", f"order {order.order_id} nonce {order.nonce} is not above the booked "
+                            f"{booked.unverified_order().nonce}")
+    books.put(start, order.order_id, signed)
+    if start not in clock.open:
+        clock.open = sorted([*clock.open, start])
+        books.set_clock(partition, clock)
     ORDERS.inc()
+    return order
 
 
-def accept_order(books: IntervalBooks, raw: bytes) -> bool:
-    """Put an order record into its interval's book; False (counted, logged) if invalid or too late."""
-    try:
-        take_order(books, raw)
-    except Refused:
-        return False
-    return True
-
-
-def take_forecast(books: IntervalBooks, positions: ForecastPositions, raw: bytes) -> bool:
-    """Turn a forecast record into its participant's revised order; False if it is not a participant's
-    power forecast (the topic is shared); Refused (counted) if it is no forecast or too late."""
-    try:
-        forecast = Forecast.decode(raw)
-    except RecordRejected as exc:
-        _refuse("market_forecast_invalid", "malformed", str(exc)[:300])
-    placed = positions.update(forecast)
-    if placed is None:
-        return False  # not a participant's device, or not a power forecast
-    participant, start, order = placed
-    if not books.place_position(participant, start, order):
-        _refuse("market_forecast_late", "late", f"{participant}'s forecast for interval {start} came late")
-    FORECAST_ORDERS.inc()
-    return True
-
-
-def place_forecast(books: IntervalBooks, positions: ForecastPositions, raw: bytes) -> bool:
-    """`take_forecast`, with a refusal as False: a record that is not a forecast is never fatal."""
-    try:
-        return take_forecast(books, positions, raw)
-    except Refused:
-        return False
-
-
-def _refuse(event: str, reason: str, error: str) -> NoReturn:
-    REFUSED.inc()
-    log.warning(event, reason=reason, error=error)
+def _refuse(reason: str, error: str) -> NoReturn:
+    REFUSED.labels(reason).inc()
+    log.warning("market_order_refused", reason=reason, error=error[:300])
     raise Refused(reason, error)
 
 
-def clear_due(books: IntervalBooks, now_ms: int, m: MarketSettings,
-              positions: ForecastPositions | None = None) -> list[Trade]:
-    """Clear every book whose interval has ended and whose gate closure has passed; their trades."""
-    gate_ms = now_ms - int(m.gate_s * 1000) - m.interval_s * 1000 + 1
-    if positions is not None:
-        positions.forget_before(books.closed_before_ms)
-    trades: list[Trade] = []
-    for start, orders in books.close_until(gate_ms):
-        t0 = time.perf_counter()
-        result = clear(orders, m.grid_fee, Mechanism(m.mechanism), start)
-        CLEAR_SECONDS.observe(time.perf_counter() - t0)
-        TRADES.inc(len(result.trades))
-        CLEARED_KWH.set(result.wh / 1000)
-        if result.clearing_price is not None:
-            CLEARING_PRICE.set(result.clearing_price)
-        log.info("market_cleared", interval=start, orders=len(orders), trades=len(result.trades),
-                 wh=result.wh, price=result.clearing_price, welfare=result.welfare)
-        trades.extend(result.trades)
-    return trades
+def tick_record(state_key: bytes, now_ms: int) -> bytes:
+    """A market tick: this worker's clock, sealed so no one without the workers' key can move time."""
+    return seal(state_key, TICK_CONTEXT, struct.pack(">q", now_ms))
+
+
+def is_tick(raw: bytes) -> bool:
+    """Whether a record on the orders topic claims to be a tick (orders are JSON, never sealed)."""
+    return raw.startswith(MAGIC)
+
+
+def take_tick(books: Books, rules: MarketRules, partition: int, raw: bytes,
+              mechanism: Mechanism, grid_fee: int) -> list[ClearedInterval]:
+    """Advance the partition's clock to a tick's time and clear every book whose gate it passed."""
+    try:
+        (now_ms,) = struct.unpack(">q", unseal(rules.state_key, TICK_CONTEXT, raw))
+    except (StateTampered, struct.error) as exc:
+        _refuse("forged_tick", f"a tick not sealed by a worker: {exc}")
+    clock = books.clock(partition)
+    if now_ms <= clock.tick_ms:
+        return []  # another worker's (or an older) tick: time only moves forward
+    TICKS.inc()
+    due = [s for s in clock.open if rules.gate_of(s) <= now_ms]
+    cleared = [clear_interval(s, books.orders(s), mechanism, grid_fee) for s in due]
+    for s in due:
+        books.drop(s)
+    clock.tick_ms, clock.open = now_ms, [s for s in clock.open if s not in due]
+    books.set_clock(partition, clock)
+    return cleared
+
+
+def clear_interval(start: int, signed: list[SignedOrder], mechanism: Mechanism,
+                   grid_fee: int) -> ClearedInterval:
+    """Clear one interval's booked (verified) orders into trades and the summary that commits to both."""
+    book = sorted_book(signed)
+    orders = [s.unverified_order() for s in book]  # verified when booked
+    t0 = time.perf_counter()
+    result = clear(orders, grid_fee, mechanism, start)
+    CLEAR_SECONDS.observe(time.perf_counter() - t0)
+    TRADES.inc(len(result.trades))
+    CLEARED_KWH.set(result.wh / 1000)
+    if result.clearing_price is not None:
+        CLEARING_PRICE.set(result.clearing_price)
+    price = ClearingPrice(uniform=result.clearing_price)
+    summary = summarize(start, mechanism, book, price, result.trades)
+    log.info("market_cleared", interval=start, orders=len(orders), trades=len(result.trades),
+             wh=result.wh, price=result.clearing_price, root=summary.orders_root[:16])
+    return ClearedInterval(summary, book, list(result.trades))
+
+
+def take_record(books: Books, rules: MarketRules, partition: int, key: bytes | None, raw: bytes,
+                m: MarketSettings) -> list[ClearedInterval]:
+    """Handle one record of the orders topic: a tick (what it cleared) or an order (nothing cleared)."""
+    if not isinstance(raw, bytes):
+        _refuse("malformed", "an orders record with no value")
+    if is_tick(raw):
+        return take_tick(books, rules, partition, raw, Mechanism(m.mechanism), m.grid_fee)
+    take_order(books, rules, partition, key, raw)
+    return []

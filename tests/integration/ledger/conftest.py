@@ -19,7 +19,9 @@ from citygrid.ledger.errors import ExtrinsicFailed
 from citygrid.ledger.keystore import Keystore
 from citygrid.ledger.participants import Participants
 from citygrid.ledger.settlement import authorize
+from citygrid.participants import Participant
 from citygrid.settings import CitygridSettings
+from citygrid.signing import DeviceKey
 
 PAS = 10**10  # planck per PAS (10 decimals)
 ROOT = Path(__file__).resolve().parents[3]
@@ -39,9 +41,10 @@ def submit_retrying(chain: ChainClient, module: str, fn: str, params: dict, kp: 
 
 @dataclass
 class Accounts:
-    """Fresh participants, the settler and the grid operator, all funded. `keystore` holds every key
-    (the test plays each participant); the settler is given only `path` (a keystore of its own key)
-    and `participants_path` (the enrolled participants' addresses)."""
+    """Fresh participants, the settler and the grid operator, all funded. `keystore` holds every chain
+    key and `order_keys` every order key (the test plays each participant); the settler is given only
+    `path` (a keystore of its own key) and `participants_path` (the participants registry: addresses
+    and order public keys)."""
 
     chain: ChainClient
     keystore: Keystore
@@ -49,6 +52,7 @@ class Accounts:
     participants_path: Path
     names: list[str]
     asset_id: int
+    order_keys: dict[str, DeviceKey]
 
     @property
     def participants(self) -> Participants:
@@ -74,7 +78,9 @@ def make_accounts(chain: ChainClient, tmp: Path, buyers: int, sellers: int,
     path = tmp / "keystore.json"
     ks.only("settler").save(path)  # the settler holds its own key and nobody else's
     participants_path = tmp / "participants.json"
-    Participants({n: chain.address(ks.keypair(n)) for n in names if n != "settler"}).save(participants_path)
+    order_keys = {n: DeviceKey.generate() for n in names if n != "settler"}
+    Participants({n: Participant(address=chain.address(ks.keypair(n)), order_key=k.public_key.hex())
+                  for n, k in order_keys.items()}).save(participants_path)
     alice = Keypair.create_from_uri("//Alice")
     transfers = [chain.compose("Balances", "transfer_keep_alive",
                                {"dest": chain.address(ks.keypair(n)), "value": pas * PAS}) for n in names]
@@ -90,7 +96,7 @@ def make_accounts(chain: ChainClient, tmp: Path, buyers: int, sellers: int,
     cap = CitygridSettings().settlement.allowance_cap
     for n in buyers_:
         authorize(chain, ks.keypair(n), settler, asset_id, cap, cap)
-    return Accounts(chain, ks, path, participants_path, names, asset_id)
+    return Accounts(chain, ks, path, participants_path, names, asset_id, order_keys)
 
 
 @pytest.fixture
@@ -119,10 +125,11 @@ def settler_settings(live: CitygridSettings) -> Callable[..., CitygridSettings]:
 
     def make(acc: Accounts, crash_at: str = "") -> CitygridSettings:
         return live.model_copy(update={
-            "paths": live.paths.model_copy(update={"keystore": acc.path}),
+            "paths": live.paths.model_copy(update={"keystore": acc.path,
+                                                   "participants": acc.participants_path}),
             "settlement": live.settlement.model_copy(update={
                 "grid_operator": "grid", "asset_id": acc.asset_id, "crash_at": crash_at,
-                "participants_file": acc.participants_path}),
+                "evidence_wait_s": 8.0}),
         })
 
     return make

@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from market_support import backed_interval
 
+from citygrid.interval_records import PublishedInterval
 from citygrid.ledger.settlement import CRASH_STEPS
 from citygrid.ledger.settlement_history import expected_transfers, read_back
 from citygrid.ledger.settlement_store import SettlementStore
-from citygrid.market import Trade, trade_id
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
@@ -19,15 +20,13 @@ ROOT = Path(__file__).resolve().parents[3]
 STEPS = list(CRASH_STEPS)
 
 
-def _trades(interval: int) -> list[Trade]:
+def _interval(interval: int, accounts) -> PublishedInterval:
     pairs = [("buyer0", "seller0", 1200), ("buyer0", "seller1", 300), ("buyer1", "seller1", 800)]
-    return [Trade(trade_id=trade_id(interval, f"{b}-bid", f"{s}-offer"), interval_start_ms=interval,
-                  buyer=b, seller=s, bid_id=f"{b}-bid", offer_id=f"{s}-offer", wh=wh,
-                  price=3_000_000, grid_fee=200_000) for b, s, wh in pairs]
+    return backed_interval(interval, pairs, accounts.order_keys, 3_000_000, 200_000)
 
 
-def _settle(env: dict[str, str], trades_file: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "citygrid", "ledger", "settle", "--trades", str(trades_file)]
+def _settle(env: dict[str, str], book_file: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "citygrid", "ledger", "settle", "--book", str(book_file)]
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
 
 
@@ -40,9 +39,10 @@ def accounts(accounts_factory):
 def test_killed_settler_settles_exactly_once(accounts, settler_settings, child_env, step: str,
                                              tmp_path: Path) -> None:
     interval = 1_000_000 + STEPS.index(step)
-    trades = _trades(interval)
-    trades_file = tmp_path / "trades.json"
-    trades_file.write_text("[" + ",".join(t.model_dump_json() for t in trades) + "]")
+    published = _interval(interval, accounts)
+    trades = published.trades
+    trades_file = tmp_path / "book.json"
+    trades_file.write_text(f"[{published.model_dump_json()}]")
     before = accounts.balances()
 
     crashed = _settle(child_env(settler_settings(accounts, crash_at=step)), trades_file)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from substrateinterface import Keypair
 
+from citygrid.interval_records import ClearingPrice, IntervalSummary, summarize
 from citygrid.ledger.errors import ExtrinsicFailed, InsufficientFunds, SettlementError
 from citygrid.ledger.settlement import Settler
 from citygrid.ledger.settlement_store import SettlementStore
-from citygrid.market import Trade, trade_id
+from citygrid.market import Mechanism, Trade, trade_id
 from citygrid.settings import CitygridSettings
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
@@ -18,6 +19,11 @@ def _trade(interval: int, wh: int, price: int = 2_000_000) -> Trade:
     bid = f"b{price}"
     return Trade(trade_id=trade_id(interval, bid, "o"), interval_start_ms=interval, buyer="buyer0",
                  seller="seller0", bid_id=bid, offer_id="o", wh=wh, price=price, grid_fee=100_000)
+
+
+def _summary(trades: list[Trade]) -> IntervalSummary:
+    # What these tests settle is taken as judged: the settler's own failures are under test here.
+    return summarize(trades[0].interval_start_ms, Mechanism.PAY_AS_BID, [], ClearingPrice(), trades)
 
 
 def _settler(acc, s: CitygridSettings, settler: Keypair | None = None) -> Settler:
@@ -37,7 +43,8 @@ def test_buyer_without_funds_fails_atomically(accounts, settings: CitygridSettin
     trade = _trade(2_000_001, wh=2_000_000)
     settler = _settler(accounts, settings)
     with pytest.raises(SettlementError, match="Nothing was transferred"):
-        settler.settle(2_000_001, [_trade(2_000_001, wh=10, price=3_000_000), trade])
+        both = [_trade(2_000_001, wh=10, price=3_000_000), trade]
+        settler.settle(_summary(both), both)
     record = settler.store.get(2_000_001)
     assert record is not None and record.status == "failed" and record.block_hash
     after = accounts.balances()
@@ -49,7 +56,7 @@ def test_settler_without_funds_is_refused_and_not_settled(accounts, settings: Ci
     broke = Keypair.create_from_mnemonic(Keypair.generate_mnemonic())
     settler = _settler(accounts, settings, settler=broke)
     with pytest.raises(InsufficientFunds, match="fund the account"):
-        settler.settle(2_000_002, [_trade(2_000_002, wh=10)])
+        settler.settle(_summary([_trade(2_000_002, wh=10)]), [_trade(2_000_002, wh=10)])
     record = settler.store.get(2_000_002)
     assert record is not None and record.status == "prepared" and record.block_hash is None
     assert "cannot pay" in (record.error or "")
@@ -77,7 +84,7 @@ def test_wrongly_signed_settlement_is_refused_and_not_settled(accounts, settings
     settler = _settler(accounts, settings)
     settler.chain = _TamperingChain(accounts.chain, kp.public_key)  # type: ignore[assignment]
     with pytest.raises(ExtrinsicFailed, match="bad signature"):
-        settler.settle(2_000_003, [_trade(2_000_003, wh=10)])
+        settler.settle(_summary([_trade(2_000_003, wh=10)]), [_trade(2_000_003, wh=10)])
     record = settler.store.get(2_000_003)
     assert record is not None and record.status == "prepared" and record.block_hash is None
     after = accounts.balances()

@@ -7,27 +7,22 @@ import time
 from pathlib import Path
 
 import pytest
+from market_support import backed_interval, publish_interval
 from support import wait_until
 
 from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.settlement_history import expected_transfers, read_back
 from citygrid.ledger.settlement_store import SettlementStore
-from citygrid.market import Trade, trade_id
 from citygrid.stream.kafka_topics import ensure_topics
+from citygrid.topics import market_topics
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(180)]
 
 FIRST, SECOND = 3_000_000, 3_900_000
 
 
-def _trades(interval: int, pairs: list[tuple[str, str, int]]) -> list[Trade]:
-    return [Trade(trade_id=trade_id(interval, f"{b}-bid", f"{s}-offer"), interval_start_ms=interval,
-                  buyer=b, seller=s, bid_id=f"{b}-bid", offer_id=f"{s}-offer", wh=wh,
-                  price=2_500_000, grid_fee=150_000) for b, s, wh in pairs]
-
-
 def test_feed_settles_each_interval_once_across_a_kill_before_commit(
-        accounts_factory, publish_trades, settler_settings, child_env, committed_offsets,
+        accounts_factory, settler_settings, child_env, committed_offsets,
         tmp_path: Path) -> None:
     acc = accounts_factory(buyers=2, sellers=2)
     s = settler_settings(acc)
@@ -36,14 +31,15 @@ def test_feed_settles_each_interval_once_across_a_kill_before_commit(
         """Records of the trades topic the settler's group has committed as done."""
         return committed_offsets(s, s.kafka.trades_topic, s.settlement.group)
 
-    ensure_topics(s.kafka, [s.kafka.trades_topic])
-    first = _trades(FIRST, [("buyer0", "seller0", 1500), ("buyer1", "seller0", 200),
-                            ("buyer1", "seller1", 700)])
-    second = _trades(SECOND, [("buyer0", "seller1", 900)])
+    ensure_topics(s.kafka, market_topics(s.kafka))
+    first_book = backed_interval(FIRST, [("buyer0", "seller0", 1500), ("buyer1", "seller0", 200),
+                                         ("buyer1", "seller1", 700)], acc.order_keys, 2_500_000, 150_000)
+    second_book = backed_interval(SECOND, [("buyer0", "seller1", 900)], acc.order_keys, 2_500_000, 150_000)
+    first, second = first_book.trades, second_book.trades
     before = acc.balances()
     store = SettlementStore(s.paths.settlement_store)
 
-    publish_trades(s, [(t.interval_start_ms, t.model_dump_json().encode()) for t in first])
+    publish_interval(s, first_book)
     # Killed right after the first interval is settled on chain, before the feed commits its offsets:
     # the restarted feed reads those trades again and must not pay them twice.
     log1 = tmp_path / "feed1.log"
@@ -56,7 +52,7 @@ def test_feed_settles_each_interval_once_across_a_kill_before_commit(
     assert store.get(FIRST).status == "settled"
     assert committed() == 0, "the killed feed must not have committed, or this tests no re-read"
 
-    publish_trades(s, [(t.interval_start_ms, t.model_dump_json().encode()) for t in second])
+    publish_interval(s, second_book)
     log2 = tmp_path / "feed2.log"
     feed = spawn(["ledger", "settle"], child_env(s), log2)
     try:

@@ -1,100 +1,79 @@
-"""Forecasts → participants' orders → the interval's book (pure logic, no broker)."""
+"""A participant's bidder: its own devices' forecasts → its net position → an order signed with its own
+key, numbered so each revision replaces the last (pure logic, no broker)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from citygrid.market import Side
-from citygrid.records import Forecast, RecordRejected
-from citygrid.stream.market.book import IntervalBooks
-from citygrid.stream.market.errors import ParticipantsConfigError
-from citygrid.stream.market.participants import ForecastPositions, ParticipantsConfig, load_participants
+from citygrid.participants import Participant, Participants
+from citygrid.records import Alert, Forecast
+from citygrid.settings import CitygridSettings, PathSettings
+from citygrid.signing import DeviceKey
+from citygrid.stream.market.bidder import Bidder, load_order_key
+from citygrid.stream.market.errors import BidderKeyError
+from citygrid.stream.market.participants import ForecastPositions
 
 INTERVAL_S = 900
 T0 = 1_750_000_000_000 - 1_750_000_000_000 % (INTERVAL_S * 1000)
-
-CONFIG = {"participants": {
-    "alice": {"buy_limit": 3_000_000, "sell_limit": 1_000_000, "devices": ["meter-a", "pv-a"]},
-    "bob": {"buy_limit": 2_500_000, "sell_limit": 900_000, "devices": ["meter-b"]},
-}}
+ADDRESS = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+ALICE = Participant(address=ADDRESS, order_key="00" * 32, devices=("meter-a", "pv-a"), buy_limit=3_000_000,
+                    sell_limit=1_000_000)
 
 
 def _fc(device: str, kind: str, kw: float, ts_ms: int = T0 + 60_000, value: str = "p_kw") -> Forecast:
     return Forecast(scope="device", device=device, kind=kind, value=value, ts_ms=ts_ms, forecast=kw, n=1)
 
 
-def _positions() -> ForecastPositions:
-    return ForecastPositions(ParticipantsConfig.model_validate(CONFIG), INTERVAL_S)
+def test_a_prosumers_position_flips_from_bid_to_offer_as_its_pv_forecast_arrives() -> None:
+    pos = ForecastPositions("alice", ALICE, INTERVAL_S)
+    start, net = pos.update(_fc("meter-a", "meter", 1.0))
+    bid = pos.order(start, net, nonce=1, expires_ms=T0 + 1)
+    # 1 kW over a quarter-hour is 250 Wh, bought at the participant's buy limit.
+    assert (start, bid.side, bid.wh, bid.limit, bid.order_id) == (T0, Side.BID, 250, 3_000_000, f"alice:{T0}")
+    offer = pos.order(*pos.update(_fc("pv-a", "pv", 5.0)), nonce=2, expires_ms=T0 + 1)
+    assert (offer.side, offer.wh, offer.limit, offer.order_id) == (Side.OFFER, 1000, 1_000_000, bid.order_id)
+    assert pos.order(*pos.update(_fc("pv-a", "pv", 1.0)), nonce=3, expires_ms=T0 + 1) is None  # balanced
 
 
-def test_consumer_forecast_becomes_a_bid_at_its_buy_limit() -> None:
-    participant, start, order = _positions().update(_fc("meter-b", "meter", 2.0))
-    assert (participant, start) == ("bob", T0)
-    # 2 kW over a quarter-hour is 500 Wh.
-    assert order.side is Side.BID and order.wh == 500 and order.limit == 2_500_000
-    assert order.participant == "bob" and order.interval_start_ms == T0
-
-
-def test_prosumer_net_position_flips_from_bid_to_offer_as_its_pv_forecast_arrives() -> None:
-    pos = _positions()
-    _, _, bid = pos.update(_fc("meter-a", "meter", 1.0))
-    assert bid.side is Side.BID and bid.wh == 250
-    _, _, offer = pos.update(_fc("pv-a", "pv", 5.0))
-    assert offer.side is Side.OFFER and offer.wh == 1000 and offer.limit == 1_000_000
-    _, _, balanced = pos.update(_fc("pv-a", "pv", 1.0))  # a revised forecast replaces the old one
-    assert balanced is None
-
-
-def test_negative_model_output_counts_as_zero_and_foreign_devices_are_ignored() -> None:
-    pos = _positions()
-    _, _, order = pos.update(_fc("pv-a", "pv", -0.3))
-    assert order is None
-    assert pos.update(_fc("someone-else", "meter", 3.0)) is None
-    assert pos.update(_fc("meter-b", "traffic", 3.0, value="vehicles")) is None
-    # A feeder's forecast is no participant's, even in a district named like one of its devices.
-    feeder = Forecast(scope="feeder", group="meter-b", kind="meter", value="p_kw", ts_ms=T0, forecast=3.0,
+def test_other_devices_other_values_and_group_forecasts_are_not_the_participants() -> None:
+    pos = ForecastPositions("alice", ALICE, INTERVAL_S)
+    assert pos.update(_fc("meter-b", "meter", 3.0)) is None
+    assert pos.update(_fc("meter-a", "traffic", 3.0, value="vehicles")) is None
+    feeder = Forecast(scope="feeder", group="meter-a", kind="meter", value="p_kw", ts_ms=T0, forecast=3.0,
                       n=1)
     assert pos.update(feeder) is None
-    # A record without a forecast value is not a forecast at all: refused when decoded.
-    with pytest.raises(RecordRejected):
-        Forecast.decode(json.dumps({**_fc("meter-b", "meter", 1.0).model_dump(), "forecast": None}).encode())
+    pos.update(_fc("meter-a", "meter", 1.0, ts_ms=T0 + INTERVAL_S * 1000))
+    pos.update(_fc("meter-a", "meter", 1.0))
+    pos.forget_before(T0 + INTERVAL_S * 1000)
+    assert list(pos.kw) == [T0 + INTERVAL_S * 1000]
 
 
-def test_a_flipped_position_replaces_the_other_side_in_the_book() -> None:
-    pos, books = _positions(), IntervalBooks(INTERVAL_S * 1000)
-    assert books.place_position(*pos.update(_fc("meter-a", "meter", 1.0)))
-    assert books.place_position(*pos.update(_fc("pv-a", "pv", 5.0)))
-    [(start, orders)] = books.close_until(T0 + INTERVAL_S * 1000)
-    assert start == T0 and [(o.participant, o.side, o.wh) for o in orders] == [("alice", Side.OFFER, 1000)]
-    # The interval is cleared: a late revision is refused and opens no new book.
-    assert not books.place_position(*pos.update(_fc("meter-a", "meter", 9.0)))
-    assert books.open == {}
+def _settings(tmp_path: Path, key: DeviceKey) -> CitygridSettings:
+    s = CitygridSettings(paths=PathSettings.under(tmp_path))
+    Participants({"alice": ALICE.model_copy(update={"order_key": key.public_key.hex()})}).save(
+        s.paths.participants)
+    return s
 
 
-def test_forecasts_for_the_next_interval_go_to_their_own_book_and_old_ones_are_forgotten() -> None:
-    pos = _positions()
-    pos.update(_fc("meter-b", "meter", 1.0))
-    _, start, _ = pos.update(_fc("meter-b", "meter", 1.0, ts_ms=T0 + INTERVAL_S * 1000))
-    assert start == T0 + INTERVAL_S * 1000
-    pos.forget_before(start)
-    assert list(pos.kw) == [("bob", start)]
-
-
-def test_participants_file_errors_tell_what_to_fix(tmp_path: Path) -> None:
-    good = tmp_path / "p.json"
-    good.write_text(json.dumps(CONFIG))
-    assert load_participants(good).by_device()["pv-a"] == "alice"
-    with pytest.raises(ParticipantsConfigError, match="PARTICIPANTS_FILE"):
-        load_participants(tmp_path / "missing.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"participants": {"x": {"devices": []}}}))
-    with pytest.raises(ParticipantsConfigError, match="malformed"):
-        load_participants(bad)
-    twice = tmp_path / "twice.json"
-    shared = {"buy_limit": 1, "sell_limit": 1, "devices": ["d"]}
-    twice.write_text(json.dumps({"participants": {"x": shared, "y": shared}}))
-    with pytest.raises(ParticipantsConfigError, match="one participant"):
-        load_participants(twice)
+def test_the_bidder_signs_each_revision_with_a_higher_nonce_and_only_with_its_enrolled_key(
+        tmp_path: Path) -> None:
+    key = DeviceKey.generate()
+    s = _settings(tmp_path, key)
+    registry = Participants.load(s.paths.participants)
+    bidder = Bidder(s, "alice", key)
+    first = bidder.on_forecast(_fc("meter-a", "meter", 1.0).encode()).verified(registry)
+    second = bidder.on_forecast(_fc("meter-a", "meter", 2.0).encode()).verified(registry)
+    assert second.nonce > first.nonce and second.wh == 500 and second.order_id == first.order_id
+    assert second.expires_ms == T0 + INTERVAL_S * 1000 + int(s.market.gate_s * 1000)
+    alert = Alert(device="meter-a", kind="meter", seq=1, ts_ms=T0, value=1.0, score=1.0)
+    assert bidder.on_forecast(alert.encode()) is None and bidder.on_forecast(b"\xff") is None
+    key.save(tmp_path / "alice.key")
+    assert load_order_key(registry, "alice", tmp_path / "alice.key").public_key == key.public_key
+    DeviceKey.generate().save(tmp_path / "other.key")
+    with pytest.raises(BidderKeyError, match="not alice's enrolled"):
+        load_order_key(registry, "alice", tmp_path / "other.key")
+    with pytest.raises(BidderKeyError, match="enrol"):
+        load_order_key(registry, "alice", tmp_path / "missing.key")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from citygrid.ledger.merkle import (
+from citygrid.merkle import (
     MerkleTree,
     ProofStep,
     leaf_hash,
