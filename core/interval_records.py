@@ -18,6 +18,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from citygrid.clearing import PriceCertificate
 from citygrid.market import Mechanism, Trade
 from citygrid.merkle import MerkleTree
 from citygrid.signed_orders import SignedOrder, canonical_json
@@ -27,12 +28,23 @@ Hex32 = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class ClearingPrice(BaseModel):
-    """The interval's price: the uniform pay-as-clear price (planck per Wh), None if nothing traded or
-    the mechanism prices each trade itself."""
+    """The interval's price: the top market's pay-as-clear price (planck per Wh; None if nothing traded or
+    the mechanism prices each trade itself), every market node's price, and the digest of the whole
+    price certificate (citygrid.clearing.PriceCertificate) that an auditor recomputes and re-checks."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     uniform: int | None = Field(default=None, ge=0, le=MAX_INT64)
+    nodes: dict[str, int] = Field(default_factory=dict, max_length=10_000)  # market node → price
+    certificate: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # its certificate's digest
+
+    @classmethod
+    def of(cls, uniform: int | None, certificate: PriceCertificate | None) -> ClearingPrice:
+        """The price record of a clearing and its certificate."""
+        if certificate is None:
+            return cls(uniform=uniform)
+        digest = hashlib.sha256(canonical_json(certificate.model_dump(mode="json"))).hexdigest()
+        return cls(uniform=uniform, nodes=dict(certificate.prices), certificate=digest)
 
     def digest(self) -> str:
         """The hash committed on chain (hex SHA-256 of its canonical JSON)."""

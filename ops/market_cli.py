@@ -36,7 +36,8 @@ def fetch_interval(s: CitygridSettings, interval: int) -> PublishedInterval | st
     def values(topic: str) -> list[bytes]:
         return sorted({r.value for r in read_topic(s.kafka, topic, 5) if r.key == key})
 
-    summaries = {IntervalSummary.model_validate_json(v) for v in values(interval_summaries_topic(s.kafka))}
+    summaries = [IntervalSummary.model_validate_json(v) for v in values(interval_summaries_topic(s.kafka))]
+    summaries = list({x.encode(): x for x in summaries}.values())  # canonical bytes: one per distinct summary
     if len(summaries) != 1:
         return f"{len(summaries)} distinct summaries published for interval {interval} (need exactly one)"
     orders = [SignedOrder.decode(v) for v in values(cleared_orders_topic(s.kafka))]
@@ -85,6 +86,7 @@ def audit(interval: int = typer.Argument(..., help="The interval's start (ms).")
           chain: bool = typer.Option(True, help="Also check the settlement on chain.")) -> None:
     """Re-check one interval: signed orders → Merkle root → clearing → trades → the chain's payments."""
     from citygrid.participants import Participants
+    from citygrid.stream.market.auction import MarketPlan
     from citygrid.stream.market.audit import audit_book
 
     s = get_settings()
@@ -95,7 +97,8 @@ def audit(interval: int = typer.Argument(..., help="The interval's start (ms).")
         raise typer.Exit(1)
     if save:
         save.write_text(f"[{published.model_dump_json()}]")
-    problems = audit_book(published, Participants.load(s.paths.participants), s.market.grid_fee)
+    participants = Participants.load(s.paths.participants)
+    problems = audit_book(published, participants, MarketPlan.from_settings(s.market, participants))
     if not problems and chain:
         problems = _chain_problems(s, published, block)
     for p in problems:

@@ -21,6 +21,7 @@ from citygrid.participants import Participants
 from citygrid.settings import CitygridSettings
 from citygrid.stream.dead_letters import WORKER, send_dead
 from citygrid.stream.learning import state_key
+from citygrid.stream.market.auction import MarketPlan
 from citygrid.stream.market.book import BOOK_TABLE, Books, MarketRules
 from citygrid.stream.market.exchange import ClearedInterval, Refused, take_record, tick_record
 from citygrid.topics import cleared_orders_topic, dead_letters_topic, interval_summaries_topic
@@ -29,9 +30,10 @@ from citygrid.topics import cleared_orders_topic, dead_letters_topic, interval_s
 def market_rules(s: CitygridSettings) -> MarketRules:
     """The rules every worker books and clears by, from the settings and the participants registry."""
     m = s.market
+    participants = Participants.load(s.paths.participants)
     return MarketRules(interval_ms=m.interval_s * 1000, gate_ms=int(m.gate_s * 1000),
                        partitions=s.kafka.partitions, state_key=state_key(s.stream),
-                       participants=Participants.load(s.paths.participants))
+                       participants=participants, plan=MarketPlan.from_settings(m, participants))
 
 
 def register_market(app: faust.App, s: CitygridSettings) -> Books:

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
 from citygrid.clearing import FeeSchedule, PriceCertificate
 from citygrid.market import Mechanism, Order, Trade, trade_id
+from citygrid.participants import Participants
+from citygrid.settings import MarketSettings
 from citygrid.stream.market.book_arrays import Book, place
 from citygrid.stream.market.equilibrium import Equilibrium, solve
 from citygrid.stream.market.fees import split
@@ -47,6 +50,38 @@ class Clearing:
     def wh(self) -> int:
         """Energy traded."""
         return sum(t.wh for t in self.trades)
+
+
+@dataclass(frozen=True)
+class MarketPlan:
+    """Where and at what fees an interval clears: the market tree, each participant's bus, the fees.
+
+    Every worker and every auditor builds the same plan from the same settings and participants
+    registry, so clearing a book again anywhere gives the same trades, prices and certificate.
+    """
+
+    grid: MarketGrid
+    fees: FeeSchedule
+    location: Mapping[str, str] | None  # participant → bus; None on the flat market
+
+    @classmethod
+    def from_settings(cls, m: MarketSettings, participants: Participants) -> MarketPlan:
+        """The plan `m` describes: the SimBench grid `m.grid_code` with its per-level fees and the
+        registry's buses, or (no grid code) one flat market charging `m.grid_fee`."""
+        if not m.grid_code:
+            return cls(MarketGrid.flat(m.interval_s), FeeSchedule(constant={"grid": m.grid_fee}), None)
+        fees = FeeSchedule(constant=dict(m.fees_constant), percent_bp=dict(m.fees_percent_bp))
+        location = {name: participants.get(name).bus for name in participants if participants.get(name).bus}
+        return cls(_simbench_grid(m.grid_code, m.interval_s), fees, location)
+
+    def clear(self, orders: Iterable[Order], mechanism: Mechanism, interval_start_ms: int) -> Clearing:
+        """Clear one interval's book under this plan."""
+        return clear_on_grid(orders, self.grid, self.location, self.fees, mechanism, interval_start_ms)
+
+
+@lru_cache(maxsize=4)
+def _simbench_grid(code: str, interval_s: int) -> MarketGrid:
+    return MarketGrid.from_simbench(code, interval_s)  # seconds to load: once per process
 
 
 def clear(orders: Iterable[Order], grid_fee: int, mechanism: Mechanism = Mechanism.PAY_AS_CLEAR,

@@ -12,10 +12,12 @@ from citygrid.interval_records import PublishedInterval, orders_root, trades_has
 from citygrid.market import Mechanism
 from citygrid.participants import Participants
 from citygrid.signed_orders import OrderRefused
+from citygrid.stream.market.auction import MarketPlan
 from citygrid.stream.market.exchange import ClearedInterval, clear_interval
+from citygrid.stream.market.prices import check_certificate
 
 
-def audit_book(published: PublishedInterval, participants: Participants, grid_fee: int) -> list[str]:
+def audit_book(published: PublishedInterval, participants: Participants, plan: MarketPlan) -> list[str]:
     """Every way the published interval differs from what its signed orders clear to (empty: it holds)."""
     s = published.summary
     problems = []
@@ -34,16 +36,20 @@ def audit_book(published: PublishedInterval, participants: Participants, grid_fe
         problems.append("the published trades do not hash to the summary's trades hash")
     if problems:
         return problems
-    again = reclear(published, grid_fee)
+    again = reclear(published, plan)
     if sorted(again.trades, key=lambda t: t.trade_id) != sorted(published.trades, key=lambda t: t.trade_id):
         problems.append(f"clearing the signed orders again gives {len(again.trades)} other trades than the "
                         f"{len(published.trades)} published")
     if again.summary != s:
         problems.append("clearing the signed orders again gives another summary (price or trades hash)")
+    if again.certificate is not None and not again.certificate.fees.has_percentage:
+        orders = [o.unverified_order() for o in published.orders]
+        problems += [f"price certificate: {p}" for p in
+                     check_certificate(again.certificate, orders, plan.grid, plan.location)]
     return problems
 
 
-def reclear(published: PublishedInterval, grid_fee: int) -> ClearedInterval:
+def reclear(published: PublishedInterval, plan: MarketPlan) -> ClearedInterval:
     """The interval cleared again from its published signed orders."""
     return clear_interval(published.summary.interval_start_ms, list(published.orders),
-                          Mechanism(published.summary.mechanism), grid_fee)
+                          Mechanism(published.summary.mechanism), plan)

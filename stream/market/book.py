@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from citygrid.participants import Participants
 from citygrid.sealed import StateTampered, seal, unseal
 from citygrid.signed_orders import SignedOrder
+from citygrid.stream.market.auction import MarketPlan
 
 BOOK_TABLE = "market-books"  # the Faust table (and the seal's context)
 log = structlog.get_logger(__name__)
@@ -42,6 +43,7 @@ class MarketRules:
     partitions: int  # of the orders topic: an interval's orders must come on its key's partition
     state_key: bytes  # the workers' secret sealing the table's values and the market's ticks
     participants: Participants
+    plan: MarketPlan  # the market tree, buses and fees the books clear on
 
     def gate_of(self, interval_start_ms: int) -> int:
         """When the interval's book closes: the first tick at or after this clears it."""

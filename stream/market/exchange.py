@@ -24,12 +24,13 @@ import structlog
 from kafka.partitioner.default import murmur2
 from prometheus_client import Counter, Gauge, Histogram
 
+from citygrid.clearing import PriceCertificate
 from citygrid.interval_records import ClearingPrice, IntervalSummary, sorted_book, summarize
 from citygrid.market import Mechanism, Order, Trade
 from citygrid.sealed import MAGIC, StateTampered, seal, unseal
 from citygrid.settings import MarketSettings
 from citygrid.signed_orders import OrderRefused, SignedOrder
-from citygrid.stream.market.auction import clear
+from citygrid.stream.market.auction import MarketPlan
 from citygrid.stream.market.book import Books, MarketRules
 
 log = structlog.get_logger(__name__)
@@ -62,6 +63,7 @@ class ClearedInterval:
     summary: IntervalSummary
     orders: list[SignedOrder]  # in book order
     trades: list[Trade]
+    certificate: PriceCertificate | None = None  # its prices' proof; the summary commits to its digest
 
 
 def expected_partition(key: bytes, partitions: int) -> int:
@@ -82,6 +84,10 @@ def take_order(books: Books, rules: MarketRules, partition: int, key: bytes | No
     except OrderRefused as exc:
         _refuse(exc.reason, str(exc))
     start = order.interval_start_ms
+    location = rules.plan.location
+    if location is not None and order.participant not in location:
+        _refuse("no_bus", f"participant {order.participant} has no grid bus in the registry, so the "
+                          "market cannot tell which wires its energy crosses; enrol it with --bus")
     if start % rules.interval_ms:
         _refuse("malformed", f"order {order.order_id} names {start}, not the start of an interval")
     if key != order_key(start) or partition != expected_partition(order_key(start), rules.partitions):
@@ -122,7 +128,7 @@ def is_tick(raw: bytes) -> bool:
 
 
 def take_tick(books: Books, rules: MarketRules, partition: int, raw: bytes,
-              mechanism: Mechanism, grid_fee: int) -> list[ClearedInterval]:
+              mechanism: Mechanism) -> list[ClearedInterval]:
     """Advance the partition's clock to a tick's time and clear every book whose gate it passed."""
     try:
         (now_ms,) = struct.unpack(">q", unseal(rules.state_key, TICK_CONTEXT, raw))
@@ -133,7 +139,7 @@ def take_tick(books: Books, rules: MarketRules, partition: int, raw: bytes,
         return []  # another worker's (or an older) tick: time only moves forward
     TICKS.inc()
     due = [s for s in clock.open if rules.gate_of(s) <= now_ms]
-    cleared = [clear_interval(s, books.orders(s), mechanism, grid_fee) for s in due]
+    cleared = [clear_interval(s, books.orders(s), mechanism, rules.plan) for s in due]
     for s in due:
         books.drop(s)
     clock.tick_ms, clock.open = now_ms, [s for s in clock.open if s not in due]
@@ -142,22 +148,22 @@ def take_tick(books: Books, rules: MarketRules, partition: int, raw: bytes,
 
 
 def clear_interval(start: int, signed: list[SignedOrder], mechanism: Mechanism,
-                   grid_fee: int) -> ClearedInterval:
+                   plan: MarketPlan) -> ClearedInterval:
     """Clear one interval's booked (verified) orders into trades and the summary that commits to both."""
     book = sorted_book(signed)
     orders = [s.unverified_order() for s in book]  # verified when booked
     t0 = time.perf_counter()
-    result = clear(orders, grid_fee, mechanism, start)
+    result = plan.clear(orders, mechanism, start)
     CLEAR_SECONDS.observe(time.perf_counter() - t0)
     TRADES.inc(len(result.trades))
     CLEARED_KWH.set(result.wh / 1000)
     if result.clearing_price is not None:
         CLEARING_PRICE.set(result.clearing_price)
-    price = ClearingPrice(uniform=result.clearing_price)
+    price = ClearingPrice.of(result.clearing_price, result.certificate)
     summary = summarize(start, mechanism, book, price, result.trades)
     log.info("market_cleared", interval=start, orders=len(orders), trades=len(result.trades),
              wh=result.wh, price=result.clearing_price, root=summary.orders_root[:16])
-    return ClearedInterval(summary, book, list(result.trades))
+    return ClearedInterval(summary, book, list(result.trades), result.certificate)
 
 
 def take_record(books: Books, rules: MarketRules, partition: int, key: bytes | None, raw: bytes,
@@ -166,6 +172,6 @@ def take_record(books: Books, rules: MarketRules, partition: int, key: bytes | N
     if not isinstance(raw, bytes):
         _refuse("malformed", "an orders record with no value")
     if is_tick(raw):
-        return take_tick(books, rules, partition, raw, Mechanism(m.mechanism), m.grid_fee)
+        return take_tick(books, rules, partition, raw, Mechanism(m.mechanism))
     take_order(books, rules, partition, key, raw)
     return []

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,26 @@ from citygrid.records import DeadLetter
 from citygrid.signed_orders import SignedOrder
 from citygrid.stream.kafka_topics import ensure_topics, read_topic
 from citygrid.stream.market.exchange import order_key
+from citygrid.stream.market.grid import MarketGrid
 from citygrid.topics import dead_letters_topic, interval_summaries_topic, market_topics
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[3]
 INTERVAL_S = 6
+GRID = "1-LV-rural1--0-sw"  # SimBench's rural LV grid: its real feeders, transformer and wire limits
+
+
+def _two_feeders(code: str) -> list[str]:
+    """The buses of the grid's two largest LV feeders, interleaved, so neighbours sit on different feeders."""
+    grid = MarketGrid.from_simbench(code, INTERVAL_S)
+    by_feeder: dict[str, list[str]] = defaultdict(list)
+    for bus in grid.buses:
+        feeders = [a for a in grid.ancestors(grid.leaf(bus)) if grid.node(a).level == "feeder"]
+        if feeders and grid.node(feeders[0]).capacity_wh is not None:
+            by_feeder[feeders[0]].append(bus)
+    first, second = sorted(by_feeder.values(), key=len, reverse=True)[:2]
+    return [b for pair in zip(first, second, strict=False) for b in pair]
 
 
 def _audit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -53,13 +68,15 @@ def test_signed_orders_cleared_settled_and_audited_end_to_end(accounts_factory, 
                                                               tmp_path: Path) -> None:
     acc = accounts_factory(buyers=10, sellers=10, pas=50)  # the shared dev chain's //Alice is finite
     registry = Participants.load(acc.participants_path)
-    feeders = {n: f"feeder-{i % 2}" for i, n in enumerate(registry)}  # 20 participants on 2 feeders
-    for name in registry:
-        registry = registry.with_entry(name, registry.get(name).model_copy(update={"bus": feeders[name]}))
+    buses = _two_feeders(GRID)
+    for i, name in enumerate(registry):  # 20 participants on the buses of 2 of the grid's real feeders
+        entry = registry.get(name).model_copy(update={"bus": buses[i % len(buses)]})
+        registry = registry.with_entry(name, entry)
     registry.save(acc.participants_path)
     base = settler_settings(acc)
     s = base.model_copy(update={"market": base.market.model_copy(update={
-        "interval_s": INTERVAL_S, "gate_s": 1.0, "tick_s": 0.3})})
+        "interval_s": INTERVAL_S, "gate_s": 1.0, "tick_s": 0.3, "grid_code": GRID,
+        "fees_constant": {"house": 10_000, "feeder": 50_000, "substation": 100_000}})})
     ensure_topics(s.kafka, market_topics(s.kafka))
     worker, port = start_worker(s, tmp_path / "worker.log")
     settler = spawn(["ledger", "settle"], child_env(s), tmp_path / "settler.log")
@@ -83,6 +100,8 @@ def test_signed_orders_cleared_settled_and_audited_end_to_end(accounts_factory, 
     [summary] = [IntervalSummary.model_validate_json(r.value)
                  for r in read_topic(s.kafka, interval_summaries_topic(s.kafka)) if r.key == order_key(start)]
     assert summary.order_count == 20 and summary.trade_count >= 5
+    # Cleared on the grid's market tree: a price per market node, committed with its certificate's digest.
+    assert summary.price.certificate is not None and len(summary.price.nodes) > 2
     letters = [DeadLetter.decode(r.value)
                for r in read_topic(s.kafka, dead_letters_topic(s.kafka.orders_topic, "worker"))]
     assert [(d.reason, d.payload()) for d in letters] == [("bad_signature", forged.encode())]

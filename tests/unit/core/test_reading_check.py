@@ -27,7 +27,7 @@ def test_batch_verdicts_match_one_by_one_checks_in_record_order(tmp_path: Path) 
     genuine = [_envelope(device, i) for i in range(101)]
     forged_body = Reading(device=device.device_id, seq=5, ts_ms=T0, kind="meter", values={"p_kw": 9e5}).body()
     forged = SignedReading(forged_body, stranger.sign(forged_body)).encode()
-    batch = genuine[:40] + [forged, b"\xc1 not msgpack", _envelope(stranger, 1)] + genuine[40:]
+    batch = [*genuine[:40], forged, b"\xc1 not msgpack", _envelope(stranger, 1), *genuine[40:]]
 
     checks = BatchChecks(RegistryFile(tmp_path / "devices.json"), threads=3)
     try:

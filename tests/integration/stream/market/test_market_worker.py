@@ -46,7 +46,7 @@ def _expected(m: Market, start: int, signed: list[bytes]) -> tuple[list[Trade], 
     from citygrid.interval_records import ClearingPrice
 
     return result.trades, summarize(start, Mechanism(m.s.market.mechanism), book,
-                                    ClearingPrice(uniform=result.clearing_price), result.trades)
+                                    ClearingPrice.of(result.clearing_price, result.certificate), result.trades)
 
 
 def _next_start(m: Market, lead_intervals: int = 2) -> int:

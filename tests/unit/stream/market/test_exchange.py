@@ -13,6 +13,7 @@ from citygrid.settings import MarketSettings
 from citygrid.signed_orders import SignedOrder
 from citygrid.signing import DeviceKey
 from citygrid.stream.market import clear
+from citygrid.stream.market.auction import MarketPlan
 from citygrid.stream.market.book import Books, MarketRules
 from citygrid.stream.market.exchange import (
     Refused,
@@ -29,8 +30,9 @@ GATE = T0 + INTERVAL_MS + 5_000
 ADDRESS = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 KEYS = {n: DeviceKey.generate() for n in ("alice", "bob", "carol", "dave")}
 STATE_KEY = secrets.token_bytes(32)
-RULES = MarketRules(INTERVAL_MS, 5_000, 4, STATE_KEY, Participants(
-    {n: Participant(address=ADDRESS, order_key=k.public_key.hex()) for n, k in KEYS.items()}))
+PARTICIPANTS = Participants(
+    {n: Participant(address=ADDRESS, order_key=k.public_key.hex()) for n, k in KEYS.items()})
+RULES = MarketRules(INTERVAL_MS, 5_000, 4, STATE_KEY, PARTICIPANTS, MarketPlan.from_settings(M, PARTICIPANTS))
 PART = expected_partition(order_key(T0), RULES.partitions)
 
 
