@@ -56,6 +56,15 @@ class Forecast(_Record):
     mae: float | None = None
     mae_persistence: float | None = None
     mae_seasonal_naive: float | None = None
+    # PV: the smart-persistence baseline's MAE; for PV every MAE is over daylight steps only.
+    mae_smart_persistence: float | None = None
+    # Quantiles of the forecast interval's value (P10 ≤ P50 ≤ P90), for bids that respect uncertainty,
+    # and the running share of scored values that fell inside P10-P90 (0.8 when calibrated).
+    p10: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    coverage_p10_p90: float | None = Field(default=None, ge=0, le=1)
+    scored: int | None = Field(default=None, ge=0, le=MAX_INT64)  # steps the MAEs are over
     based_on_seq: int | None = Field(default=None, ge=0, le=MAX_INT64)  # device: the reading it follows
     drifts: int | None = Field(default=None, ge=0, le=MAX_INT64)  # device: concept drifts so far
     interval_ms: int | None = Field(default=None, ge=0, le=MAX_INT64)  # group: start of the interval closed

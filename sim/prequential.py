@@ -1,20 +1,20 @@
 """Prequential evaluation of the stream forecasters on real data, written as a report.
 
-Every series is replayed through the very `observe` step the Faust workers run:
-each value first scores the forecast made for it, then is learned. The model's
-MAE is set against persistence and seasonal-naive baselines on the same steps.
-Energy: SimBench household load and PV profiles (a year, 15 min) and their
-feeder sums; traffic: SUMO induction-loop counts and their intersection sums.
+Every series is replayed through the very `observe` step the Faust workers run: each value first
+scores the forecast made for it (and its P10/P50/P90), then is learned. The model's MAE is set
+against every baseline on the same steps: persistence, seasonal naive (a day before) and, for PV,
+smart persistence (the last clear-sky index under the target's clear sky, pvlib at the grid's site);
+PV is scored in daylight only. Energy: SimBench grids, a year at 15 min, each distinct SimBench
+profile once (a grid's devices are a handful of profiles, scaled: scaling changes no skill) and the
+feeder sums of every device; PV also at its native hourly resolution, since SimBench's 15-minute PV
+is hourly data interpolated. Traffic: SUMO induction-loop counts and their intersection sums.
 """
 
 from __future__ import annotations
 
-import json
-import platform
-import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,67 +22,99 @@ import numpy as np
 from citygrid.settings import StreamSettings
 from citygrid.stream.errors import EvaluationDataMissing
 from citygrid.stream.forecasting import SeriesState, observe
+from citygrid.stream.scores import skill
+from citygrid.stream.solar import Site
 
-T0_MS = 1_704_067_200_000  # 2024-01-01T00:00Z: SimBench profiles start on 1 January
+T0_MS = 1_451_606_400_000  # 2016-01-01T00:00Z: SimBench's profiles are 2016 in UTC quarter-hours
+CATEGORIES = {"H": "household", "G": "commercial", "L": "agricultural"}
 
 
 @dataclass(frozen=True)
 class SeriesResult:
-    """Prequential MAE of one series."""
+    """Prequential scores of one series under one model."""
 
     domain: str
+    grid: str
     level: str  # prosumer / feeder, detector / intersection
-    kind: str
+    category: str  # household, commercial, agricultural, pv, pv hourly, vehicles
     name: str
-    steps: int
-    mae_model: float
-    mae_persistence: float
-    mae_seasonal_naive: float
+    model: str
+    steps: int  # scored steps (PV: daylight only)
+    mae: dict[str, float]  # "model" and every baseline
+    coverage: float  # share of values inside P10-P90
+    pinball: list[float]  # mean pinball loss at P10, P50, P90
+    members: int = 1  # devices that replay this very profile (scaled)
+    extra: dict = field(default_factory=dict)
 
-    @property
-    def vs_persistence(self) -> float:
-        """Model MAE over persistence MAE (below 1: the model wins)."""
-        return self.mae_model / self.mae_persistence if self.mae_persistence else float("nan")
-
-    @property
-    def vs_seasonal(self) -> float:
-        """Model MAE over seasonal-naive MAE."""
-        return self.mae_model / self.mae_seasonal_naive if self.mae_seasonal_naive else float("nan")
+    def skill(self, baseline: str) -> float:
+        """1 - MAE_model / MAE_baseline."""
+        return skill(self.mae["model"], self.mae[baseline])
 
 
-def evaluate_series(values: Iterable[float], step_s: int, season: int, model: str) -> dict[str, float]:
-    """Run one series through the stream's forecaster; its MAE and the baselines'."""
-    state = SeriesState(step_s, season, model_name=model)
+def evaluate_series(values: Iterable[float], step_s: int, season: int, model: str,
+                    site: Site | None = None, t0_ms: int = T0_MS) -> dict:
+    """Run one series through the stream's forecaster; its scores and the baselines'."""
+    state = SeriesState(step_s, season, model_name=model, site=site)
     for i, v in enumerate(values):
-        observe(state, float(v), T0_MS + i * step_s * 1000)
-    return {"steps": state.n, **state.mae()}
+        observe(state, float(v), t0_ms + i * step_s * 1000)
+    return {"steps": state.scores.n, "mae": state.mae(), "coverage": state.scores.coverage(),
+            "pinball": state.scores.mean_pinball()}
 
 
-def _result(domain: str, level: str, kind: str, name: str, mae: dict[str, float]) -> SeriesResult:
-    return SeriesResult(domain, level, kind, name, int(mae["steps"]), mae["model"], mae["persistence"],
-                        mae["seasonal_naive"])
+def _result(domain: str, grid: str, level: str, category: str, name: str, model: str, scores: dict,
+            members: int = 1) -> SeriesResult:
+    return SeriesResult(domain, grid, level, category, name, model, int(scores["steps"]), scores["mae"],
+                        scores["coverage"], scores["pinball"], members)
 
 
-def energy_results(cache_dir: Path, s: StreamSettings, days: int | None = None) -> list[SeriesResult]:
-    """Every SimBench prosumer's meter and PV series, and the feeder's summed load and PV."""
-    from citygrid.sim.profiles import load_profiles
+def category_of(kind: str, profile: str) -> str:
+    """household / commercial / agricultural for SimBench load profiles (H0-*, G*-*, L*-*), else the kind."""
+    return CATEGORIES.get(profile[:1], "other") if kind == "meter" else kind
 
-    profiles = load_profiles(cache_dir)
-    if not profiles:
-        raise EvaluationDataMissing(f"no SimBench profiles under {cache_dir}; run `citygrid demo` once")
+
+def grid_results(cache_dir: Path, grid: str, s: StreamSettings, model: str,
+                 days: int | None) -> list[SeriesResult]:
+    """One grid: each distinct profile once, PV also hourly, and the feeder sums of all its devices."""
+    from citygrid.sim.profiles import grid_site, load_profiles
+
+    profiles = load_profiles(cache_dir, grid)
+    site = Site(*grid_site(cache_dir, grid))
     n = days * 86400 // s.energy_step_s if days else None
-    out = []
+    step, season = s.energy_step_s, s.energy_season_steps
+    distinct: dict[tuple[str, str], list] = defaultdict(list)
     feeder: dict[str, np.ndarray] = {}
-    members: dict[str, int] = defaultdict(int)
     for p in profiles:
-        kw = p.kw[:n]
-        feeder[p.kind] = feeder.get(p.kind, 0) + kw
-        members[p.kind] += 1
-        mae = evaluate_series(kw, s.energy_step_s, s.energy_season_steps, s.model)
-        out.append(_result("energy", "prosumer", p.kind, p.name, mae))
+        distinct[(p.kind, p.profile)].append(p)
+        feeder[p.kind] = feeder.get(p.kind, 0) + p.kw[:n]
+    out = []
+    for (kind, profile), members in sorted(distinct.items()):
+        pv = site if kind == "pv" else None
+        kw = members[0].kw[:n]
+        out.append(_result("energy", grid, "prosumer", category_of(kind, profile), profile, model,
+                           evaluate_series(kw, step, season, model, pv), len(members)))
+        if kind == "pv":  # the hourly values SimBench interpolated: no straight-line steps to exploit
+            out.append(_result("energy", grid, "prosumer", "pv hourly", profile, model,
+                               evaluate_series(kw[::4], step * 4, season // 4, model, pv), len(members)))
     for kind, kw in sorted(feeder.items()):
-        mae = evaluate_series(kw, s.energy_step_s, s.energy_season_steps, s.model)
-        out.append(_result("energy", "feeder", kind, f"feeder {kind} (sum of {members[kind]} series)", mae))
+        pv = site if kind == "pv" else None
+        members = sum(p.kind == kind for p in profiles)
+        out.append(_result("energy", grid, "feeder", "pv" if pv else "load", f"feeder {kind}", model,
+                           evaluate_series(kw, step, season, model, pv), members))
+    return out
+
+
+def energy_results(cache_dir: Path, s: StreamSettings, days: int | None = None, grids: Iterable[str] = (),
+                   models: Iterable[str] = ()) -> list[SeriesResult]:
+    """Every grid's series under every model (default: the settings' grid list and model)."""
+    from citygrid.sim.profiles import GRIDS
+
+    out = []
+    for grid in grids or GRIDS:
+        for model in models or [s.model]:
+            try:
+                out += grid_results(cache_dir, grid, s, model, days)
+            except OSError as exc:
+                raise EvaluationDataMissing(f"no SimBench profiles for {grid} in {cache_dir}: {exc}") from exc
     return out
 
 
@@ -101,68 +133,12 @@ def traffic_results(cache_dir: Path, s: StreamSettings) -> list[SeriesResult]:
     counts = detector_counts(cache_dir, seed=1, hours=2.0, interval_s=s.traffic_step_s)
     out = []
     junctions: dict[str, np.ndarray] = defaultdict(lambda: 0)
+    step, season = s.traffic_step_s, s.traffic_season_steps
     for det, series in counts.items():
         junctions[intersection_of(det)] = junctions[intersection_of(det)] + series
-        mae = evaluate_series(series, s.traffic_step_s, s.traffic_season_steps, s.model)
-        out.append(_result("traffic", "detector", "vehicles", det, mae))
+        out.append(_result("traffic", "sumo grid", "detector", "vehicles", det, s.model,
+                           evaluate_series(series, step, season, s.model)))
     for j, series in sorted(junctions.items()):
-        mae = evaluate_series(series, s.traffic_step_s, s.traffic_season_steps, s.model)
-        out.append(_result("traffic", "intersection", "vehicles", j, mae))
+        out.append(_result("traffic", "sumo grid", "intersection", "vehicles", j, s.model,
+                           evaluate_series(series, step, season, s.model)))
     return out
-
-
-def _summary(rows: list[SeriesResult]) -> list[dict]:
-    groups: dict[tuple[str, str, str], list[SeriesResult]] = defaultdict(list)
-    for r in rows:
-        groups[(r.domain, r.level, r.kind)].append(r)
-    return [{
-        "domain": d, "level": lvl, "kind": k, "series": len(g),
-        "beats_persistence": sum(r.vs_persistence < 1 for r in g),
-        "beats_seasonal_naive": sum(r.vs_seasonal < 1 for r in g),
-        "median_vs_persistence": float(np.median([r.vs_persistence for r in g])),
-        "median_vs_seasonal_naive": float(np.median([r.vs_seasonal for r in g])),
-    } for (d, lvl, k), g in sorted(groups.items())]
-
-
-def write_report(rows: list[SeriesResult], out_dir: Path, s: StreamSettings, notes: list[str]) -> Path:
-    """Write prequential.md and prequential.json; return the Markdown path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = _summary(rows)
-    meta = {"generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "model": s.model,
-            "python": platform.python_version(), "settings": s.model_dump(), "notes": notes}
-    (out_dir / "prequential.json").write_text(json.dumps(
-        {"meta": meta, "summary": summary,
-         "series": [asdict(r) | {"vs_persistence": r.vs_persistence, "vs_seasonal_naive": r.vs_seasonal}
-                    for r in rows]}, indent=1))
-    lines = [
-        "# Prequential evaluation of the stream forecasters",
-        "",
-        f"Regenerate with `citygrid stream evaluate`. Generated {meta['generated_utc']}; model "
-        f"`{s.model}` (the one the Faust workers run). Each value scores the one-step-ahead forecast "
-        "made for it before it is learned (test-then-train). Ratios are model MAE / baseline MAE: "
-        "below 1 means the model wins.",
-        "",
-        *[f"- {n}" for n in notes],
-        "",
-        "## Summary",
-        "",
-        "| domain | level | kind | series | beats persistence | beats seasonal-naive "
-        "| median MAE ratio vs persistence | median vs seasonal-naive |",
-        "|---|---|---|---|---|---|---|---|",
-        *[f"| {g['domain']} | {g['level']} | {g['kind']} | {g['series']} | {g['beats_persistence']} "
-          f"| {g['beats_seasonal_naive']} | {g['median_vs_persistence']:.3f} "
-          f"| {g['median_vs_seasonal_naive']:.3f} |" for g in summary],
-        "",
-        "## Every series",
-        "",
-        "| domain | level | kind | series | steps | MAE model | MAE persistence | MAE seasonal-naive "
-        "| vs persistence | vs seasonal-naive |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *[f"| {r.domain} | {r.level} | {r.kind} | {r.name} | {r.steps} | {r.mae_model:.4f} "
-          f"| {r.mae_persistence:.4f} | {r.mae_seasonal_naive:.4f} | {r.vs_persistence:.3f} "
-          f"| {r.vs_seasonal:.3f} |" for r in rows],
-        "",
-    ]
-    md = out_dir / "prequential.md"
-    md.write_text("\n".join(lines))
-    return md

@@ -32,13 +32,20 @@ from citygrid.sealed import StateTampered
 from citygrid.settings import StreamSettings
 from citygrid.stream import metrics
 from citygrid.stream.errors import ModelStateError
-from citygrid.stream.forecasting import SeriesState, observe
-from citygrid.stream.learning import decode_versioned, domain_of, encode_versioned, pick_value, state_key
+from citygrid.stream.forecasting import SeriesState, forecast_fields, observe
+from citygrid.stream.learning import (
+    decode_versioned,
+    domain_of,
+    encode_versioned,
+    pick_value,
+    site_for,
+    state_key,
+)
 from citygrid.topics import DISTRICT_HEADER
 
 log = structlog.get_logger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the series state carries quantiles, scores and the PV site
 GROUP_AGGREGATES = b"group-aggregates"  # the table (and seal context) of the group states
 
 UNGROUPED = Counter("citygrid_stream_aggregate_ungrouped_total",
@@ -131,7 +138,7 @@ def new_group(member: Member, s: StreamSettings) -> GroupState:
     step, season = ((s.traffic_step_s, s.traffic_season_steps) if traffic
                     else (s.energy_step_s, s.energy_season_steps))
     return GroupState(member.scope, member.group, member.kind, member.value, step,
-                      SeriesState(step, season, model_name=s.model))
+                      SeriesState(step, season, model_name=s.model, site=site_for(member.kind, s)))
 
 
 def add(state: GroupState, member: Member, max_lag_steps: int) -> list[Forecast]:
@@ -173,11 +180,9 @@ def _close(state: GroupState, interval: int) -> Forecast:
     step = observe(state.series, total, start_ms)
     state.closed_through = interval
     CLOSED.labels(state.scope).inc()
-    mae = state.series.mae()
     return Forecast(scope=state.scope, group=state.group, kind=state.kind, value=state.value_name,
-                    interval_ms=start_ms, total=total, members=len(members), ts_ms=step.target_ts_ms,
-                    forecast=step.forecast, n=state.series.n, mae=mae["model"],
-                    mae_persistence=mae["persistence"], mae_seasonal_naive=mae["seasonal_naive"])
+                    interval_ms=start_ms, total=total, members=len(members),
+                    **forecast_fields(state.series, step))
 
 
 def encode_group(state: GroupState, key: bytes, group: bytes) -> bytes:

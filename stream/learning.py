@@ -33,12 +33,13 @@ from citygrid.settings import StreamSettings
 from citygrid.stream import metrics
 from citygrid.stream.anomaly import Watch
 from citygrid.stream.errors import ModelStateError
-from citygrid.stream.forecasting import SeriesState, observe
+from citygrid.stream.forecasting import SeriesState, forecast_fields, observe
+from citygrid.stream.solar import Site
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: quantiles, scores, day profile and site in the series state
 
 
 @dataclass
@@ -79,6 +80,11 @@ def pick_value(reading: Reading) -> str | None:
     return min(reading.values) if reading.values else None
 
 
+def site_for(kind: str, s: StreamSettings) -> Site | None:
+    """The configured site for the PV kinds (their series forecast under its clear sky), else None."""
+    return Site(s.site_latitude, s.site_longitude) if kind in s.solar_kinds else None
+
+
 def new_state(reading: Reading, s: StreamSettings) -> DeviceState | None:
     """Fresh, untrained models for a device seen for the first time (None if it has no values)."""
     name = pick_value(reading)
@@ -87,7 +93,8 @@ def new_state(reading: Reading, s: StreamSettings) -> DeviceState | None:
     domain = domain_of(reading.kind, s)
     step, season = ((s.traffic_step_s, s.traffic_season_steps) if domain == "traffic"
                     else (s.energy_step_s, s.energy_season_steps))
-    return DeviceState(name, domain, SeriesState(step, season, model_name=s.model),
+    series = SeriesState(step, season, model_name=s.model, site=site_for(reading.kind, s))
+    return DeviceState(name, domain, series,
                        Watch(s.anomaly_detector, s.anomaly_threshold, s.anomaly_warmup))
 
 
@@ -105,13 +112,9 @@ def process(state: DeviceState, reading: Reading) -> Outcome | None:
     step = observe(state.series, value, reading.ts_ms)
     score = state.watch.score(value, step.error)
     drift = state.watch.drifted(step.error)
-    mae = state.series.mae()
-    forecast = Forecast(
-        scope="device", device=reading.device, kind=reading.kind, value=state.value_name,
-        ts_ms=step.target_ts_ms, forecast=step.forecast, based_on_seq=reading.seq,
-        n=state.series.n, mae=mae["model"], mae_persistence=mae["persistence"],
-        mae_seasonal_naive=mae["seasonal_naive"], drifts=state.watch.drifts,
-    )
+    forecast = Forecast(scope="device", device=reading.device, kind=reading.kind, value=state.value_name,
+                        based_on_seq=reading.seq, drifts=state.watch.drifts,
+                        **forecast_fields(state.series, step))
     alert = None
     if state.watch.is_anomaly(score):
         alert = Alert(device=reading.device, kind=reading.kind, seq=reading.seq, ts_ms=reading.ts_ms,

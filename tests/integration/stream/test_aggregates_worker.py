@@ -21,6 +21,7 @@ from citygrid.sim.profiles import load_profiles
 from citygrid.stream.forecasting import SeriesState, observe
 from citygrid.stream.ingest import Ingest
 from citygrid.stream.kafka_topics import read_topic
+from citygrid.stream.learning import site_for
 from citygrid.topics import DISTRICT_HEADER, readings_topic
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(150)]
@@ -122,7 +123,8 @@ def test_feeder_forecasts_learn_the_exact_interval_sums_of_each_district(
         assert [r.total for r in got] == pytest.approx(expected[group][:closed], abs=1e-9), group
         assert [r.ts_ms for r in got] == [start_ms + (i + 1) * Q_MS for i in range(closed)]
         # The forecasts are those of the stream's own forecaster run on the sums.
-        state = SeriesState(s.stream.energy_step_s, s.stream.energy_season_steps, model_name=s.stream.model)
+        state = SeriesState(s.stream.energy_step_s, s.stream.energy_season_steps, model_name=s.stream.model,
+                            site=site_for(group.rsplit("/", 1)[1], s.stream))  # PV: under the site's sky
         offline = [observe(state, v, start_ms + i * Q_MS).forecast
                    for i, v in enumerate(expected[group][:closed])]
         assert [r.forecast for r in got] == pytest.approx(offline, abs=1e-9), group
