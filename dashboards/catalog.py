@@ -125,7 +125,7 @@ def energy_market() -> list[Panel]:
         }, "short", "Price per kWh in the ledger's token."),
         series("Order flow", {
             "orders accepted": f"sum(rate(citygrid_market_orders_total[{RATE}]))",
-            "orders refused": f"sum(rate(citygrid_market_orders_refused_total[{RATE}]))",
+            "refused ({{reason}})": f"sum by (reason) (rate(citygrid_market_orders_refused_total[{RATE}]))",
             "trades": f"sum(rate(citygrid_market_trades_total[{RATE}]))",
         }, "ops"),
         series("Clearing time per interval", quantiles("citygrid_market_clear_seconds", 0.95),
