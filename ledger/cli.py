@@ -200,13 +200,13 @@ def settle(book_file: Path = typer.Option(None, "--book", help="JSON list of pub
     s = get_settings()
     try:
         settler = _settler(s)
-        for r in settler.recover():
-            console.print(f"recovered interval {r.interval_start_ms}: {r.status}")
-        if book_file is None:
+        if book_file is None:  # recovers once this instance is the active one (it may be a standby)
             from citygrid.ledger.settlement_feed import run_feed
 
             run_feed(settler, s, stop_event_on_signals())
             return
+        for r in settler.recover():
+            console.print(f"recovered interval {r.interval_start_ms}: {r.status}")
         from citygrid.ledger.settlement_feed import settle_published
 
         for published in TypeAdapter(list[PublishedInterval]).validate_json(book_file.read_text()):

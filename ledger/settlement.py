@@ -133,7 +133,9 @@ class Settler:
         return self._drive(record)
 
     def recover(self) -> list[Settlement]:
-        """Finish every interval left unfinished by a crash, in nonce order."""
+        """Finish every interval left unfinished by a crash (or by the active instance this one took over
+        from), in nonce order; the account's next nonce is read from the chain again first."""
+        self._next_nonce = None
         return [self._drive(r) for r in self.store.all()
                 if r.status in ("prepared", "signed")]
 

@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 
 import structlog
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from pydantic import ValidationError
 
 from citygrid.errors import CitygridError
@@ -142,10 +143,43 @@ class Feed:
             d.close()
 
 
+class _Handover(ConsumerRebalanceListener):
+    """The settler's side of leadership (citygrid.ledger.leadership): only the active instance settles.
+
+    Taking over first finishes what the shared settlement store holds unfinished (an interval the
+    previous active signed is found on chain or its same bytes resubmitted, never signed again);
+    handing over drops the evidence held open, which the next active re-reads from Kafka. Recovery
+    waits for the takeover: a standby that recovered at start could sign an interval the active was
+    about to sign, and pay it twice.
+    """
+
+    def __init__(self, feed: Feed) -> None:
+        self.feed = feed
+
+    def on_partitions_revoked(self, revoked: list) -> None:
+        """Hand over: forget open evidence."""
+        if revoked:
+            self.feed.open.clear()
+            log.info("settler_standby", partitions=len(revoked))
+
+    def on_partitions_assigned(self, assigned: list) -> None:
+        """Take over: re-read the chain's nonce and finish every unfinished interval."""
+        if assigned:
+            log.info("settler_active", partitions=len(assigned))
+            try:
+                for r in self.feed.settler.recover():
+                    log.info("settlement_recovered", interval=r.interval_start_ms, status=r.status)
+            except ChainUnreachable:
+                raise  # an outage: stop, and recover after the restart
+            except LedgerError as exc:  # failed on chain: recorded; the operator settles it again
+                log.error("settlement_not_recovered", error=str(exc))
+
+
 def run_feed(settler: Settler, s: CitygridSettings, stop: threading.Event) -> None:
-    """Consume the market's published intervals and settle each proven one until `stop` is set."""
+    """Consume the market's published intervals and settle each proven one until `stop` is set, as the
+    group's active settler or its standby."""
     feed = Feed(settler, s)
-    consumer = ledger_consumer(s.kafka, feed.topics, s.settlement.group)
+    consumer = ledger_consumer(s.kafka, feed.topics, s.settlement.group, _Handover(feed))
     uncommitted = False
     try:
         while not stop.is_set():
