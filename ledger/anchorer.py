@@ -143,10 +143,11 @@ class Anchorer:
         what = f"anchor of batch {batch.id}"
         address = self.chain.address(self.keypair)
         if batch.signed is not None:  # signed before a crash or by the instance this one took over from
-            found = signed_once.recover(self.chain, batch.signed, address, what)
+            stored = batch.signed
+            found = signed_once.recover(self.chain, stored, address,
+                                        lambda: signed_once.include(self.chain, stored, what))
             if found is not None:
                 return self._succeeded(found, what)
-            log.warning("anchor_nonce_taken", batch=batch.id, nonce=batch.signed.nonce)
         call = self.chain.compose("System", "remark_with_event", {"remark": batch.remark.encode()})
         signed = signed_once.sign(self.chain, call, self.keypair, self.chain.next_nonce(address))
         self.store.mark_signed(batch.id, signed)  # kept before it leaves: a successor finds these bytes

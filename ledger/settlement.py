@@ -35,11 +35,13 @@ from prometheus_client import Counter
 from substrateinterface import Keypair
 
 from citygrid.interval_records import IntervalSummary
+from citygrid.ledger import signed_once
 from citygrid.ledger.chain import ChainClient, Inclusion, extrinsic_hash, inclusion_histogram
 from citygrid.ledger.errors import ExtrinsicFailed, SettlementError
 from citygrid.ledger.participants import Participants, load_enrolled
 from citygrid.ledger.remarks import settlement_remark
 from citygrid.ledger.settlement_store import Settlement, SettlementStore
+from citygrid.ledger.signed_once import SignedExtrinsic
 from citygrid.ledger.signer import role_keypair
 from citygrid.market import Trade
 from citygrid.settings import CitygridSettings
@@ -175,19 +177,14 @@ class Settler:
     def _recover_signed(self, record: Settlement) -> Inclusion | None:
         """Find a signed interval on chain, resubmit its bytes, or (nonce lost) send it back to prepared."""
         assert record.extrinsic_hash is not None and record.nonce is not None
-        chain_nonce = self.chain.next_nonce(self.address)
-        found = self.chain.find_extrinsic(record.extrinsic_hash, record.from_block or 0)
-        if found:
-            log.info("settlement_found_on_chain", interval=record.interval_start_ms,
-                     block=found.block_hash)
-            return found
-        if chain_nonce > record.nonce:
-            log.warning("settlement_nonce_taken", interval=record.interval_start_ms, nonce=record.nonce)
+        assert record.extrinsic is not None
+        stored = SignedExtrinsic(record.nonce, record.extrinsic, record.extrinsic_hash,
+                                 record.from_block or 0)
+        found = signed_once.recover(self.chain, stored, self.address, lambda: self._submit(record))
+        if found is None:
             self.store.mark_prepared(record.interval_start_ms,
                                      f"nonce {record.nonce} was used by another extrinsic; re-signing")
-            return None
-        log.info("settlement_resubmitted", interval=record.interval_start_ms, nonce=record.nonce)
-        return self._submit(record)
+        return found
 
     def _finish(self, record: Settlement, inclusion: Inclusion) -> Settlement:
         self.crash("included")

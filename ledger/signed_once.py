@@ -11,12 +11,16 @@ same anchor or payment on chain twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from substrateinterface import Keypair
 
 from citygrid.ledger.chain import ChainClient, Inclusion, extrinsic_hash
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,13 +46,17 @@ def include(chain: ChainClient, signed: SignedExtrinsic, what: str, timeout_s: f
     return chain.wait_included(signed.ext_hash, signed.from_block, timeout_s)
 
 
-def recover(chain: ChainClient, signed: SignedExtrinsic, address: str, what: str) -> Inclusion | None:
-    """Where stored bytes landed, submitting them again if they may still land; None if they never
-    can (their nonce went to another extrinsic): then sign afresh."""
+def recover(chain: ChainClient, signed: SignedExtrinsic, address: str,
+            resubmit: Callable[[], Inclusion]) -> Inclusion | None:
+    """Where stored bytes landed, or `resubmit()` (the same bytes again: `include`) if they may still
+    land; None if they never can (their nonce went to another extrinsic): then sign afresh."""
     chain_nonce = chain.next_nonce(address)  # read before searching, so an inclusion in between is found
     found = chain.find_extrinsic(signed.ext_hash, signed.from_block)
     if found is not None:
+        log.info("extrinsic_found_on_chain", extrinsic=signed.ext_hash, block=found.block_hash)
         return found
     if chain_nonce > signed.nonce:
+        log.warning("extrinsic_nonce_taken", extrinsic=signed.ext_hash, nonce=signed.nonce)
         return None
-    return include(chain, signed, what)
+    log.info("extrinsic_resubmitted", extrinsic=signed.ext_hash, nonce=signed.nonce)
+    return resubmit()
