@@ -18,7 +18,14 @@ round of each counts, as in benchmarks.mqtt_tls. Latency: one device then publis
 each reading signed at publish; latency = the broker's append time minus the reading's timestamp.
 A stage breakdown (in-process, no I/O) says where the ingest's time goes.
 
+Instances (issue 15), on the TLS broker in the same run: the ingest as it is (instances sharing the
+subscription, verified readings deduplicated by the dedupe stage in Kafka transactions) with one and with
+two instances, against the single-instance path it replaced (the same front, its replay window in the
+process's memory, readings written straight to the readings topic), rebuilt here as `SingleInstanceIngest`.
+The rate is again taken from the append times of what reached the readings topic.
+
     PYTHONPATH=.dev .venv/bin/python -m benchmarks.stream_ingest [--drain N] [--rounds N] [--rate R]
+        [--only instances]
 """
 
 from __future__ import annotations
@@ -45,15 +52,17 @@ from citygrid import kafka_clients
 from citygrid.devtools.local_kafka import as_principal, principals
 from citygrid.devtools.local_servers import mosquitto_server
 from citygrid.devtools.processes import stop
+from citygrid.errors import ReadingRejected
 from citygrid.mqtt import mqtt_client
-from citygrid.ops.enroll import Credentials, enroll_device, enroll_service
+from citygrid.ops.enroll import Credentials, enroll_device, enroll_ingest
 from citygrid.ops.kafka_access import apply
 from citygrid.reading import Reading, SignedReading, sign_reading
 from citygrid.settings import CitygridSettings, MqttSettings, PathSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
+from citygrid.stream.ingest import Ingest
 from citygrid.stream.kafka_topics import read_topic, topic_end
-from citygrid.stream.validation import IngestValidator
-from citygrid.topics import readings_topic
+from citygrid.stream.validation import IngestValidator, ReplayWindow
+from citygrid.topics import DISTRICT_HEADER, readings_topic
 
 DISTRICT = "d1"
 
@@ -162,8 +171,10 @@ def publish_paced(broker: Broker, s: MqttSettings, fleet: Fleet, n: int, rate: f
         client.loop_stop()
 
 
-def round_settings(base: CitygridSettings, broker: Broker, tmp: Path, registry: Path) -> CitygridSettings:
-    """Topics, client id and state of one round's pipeline; its ingest enrolled on the TLS broker."""
+def round_settings(base: CitygridSettings, broker: Broker, tmp: Path, registry: Path,
+                   instances: int = 1) -> list[CitygridSettings]:
+    """Topics, group and state of one round's pipeline; each of its ingest instances enrolled on the TLS
+    broker with an identity of its own (the plain broker: one anonymous instance)."""
     tag = uuid.uuid4().hex[:8]
     data = tmp / f"{broker.name}-{tag}"
     data.mkdir(parents=True)
@@ -171,11 +182,10 @@ def round_settings(base: CitygridSettings, broker: Broker, tmp: Path, registry: 
     s = base.model_copy(update={
         "paths": PathSettings.under(data, base.paths.cache_dir),
         "mqtt": base.mqtt.model_copy(update={"port": broker.port, "ingest_client_id": f"bench-{tag}"}),
-        "kafka": base.kafka.model_copy(update={"readings_topic": f"bench-{tag}",
-                                                "dead_letter_topic": f"bench-{tag}.dead"}),
+        "kafka": base.kafka.model_copy(update={
+            "readings_topic": f"bench-{tag}", "ingest_group": f"bench-{tag}",
+            "dead_letter_topic": f"bench-{tag}.dead"}),
     })
-    if broker.secure:
-        s = s.model_copy(update={"mqtt": enroll_service(s, "ingest").apply(s.mqtt)})
     admin = kafka_clients.admin(s.kafka)
     try:  # stamped by the broker (LogAppendTime): rate and latency are measured at the append
         admin.create_topics([NewTopic(t, s.kafka.partitions, 1, topic_configs={
@@ -184,50 +194,64 @@ def round_settings(base: CitygridSettings, broker: Broker, tmp: Path, registry: 
     finally:
         admin.close()
     apply(s)  # the ingest principal's ACLs on these topics
-    return s
+    if not broker.secure:
+        return [s]
+    return [s.model_copy(update={"mqtt": c.apply(s.mqtt)}) for c in enroll_ingest(s, instances)]
 
 
-def start_ingest(s: CitygridSettings, broker: Broker) -> subprocess.Popen:
-    """The real ingest as its own process, as the `ingest` Kafka principal."""
+def start_ingest(s: CitygridSettings, mode: str) -> subprocess.Popen:
+    """The real ingest as its own process, as the `ingest` Kafka principal (`mode`: see run_ingest)."""
     password = principals(CitygridSettings())["ingest"]
     env = s.model_copy(update={"kafka": s.kafka.model_copy(update={"username": "ingest",
                                                                    "password": password})}).as_env()
     log = open(s.paths.data_dir / "ingest.log", "ab")  # noqa: SIM115 - handed to the child
-    mode = "tls" if broker.secure else "plain"
     return subprocess.Popen([sys.executable, "-m", "benchmarks.stream_ingest", "--ingest", mode], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_end(s: CitygridSettings, n: int, timeout_s: float, proc: subprocess.Popen) -> None:
-    """Until the readings topic holds `n` records (fails if the ingest died)."""
-    deadline = time.monotonic() + timeout_s
-    while topic_end(s.kafka, s.kafka.readings_topic) < n:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log = (s.paths.data_dir / "ingest.log").read_text()[-2000:]
-            raise RuntimeError(f"only {topic_end(s.kafka, s.kafka.readings_topic)} of {n} in Kafka; {log}")
-        time.sleep(0.5)
+def wait_end(s: CitygridSettings, n: int, timeout_s: float, procs: list[subprocess.Popen]) -> None:
+    """Until the readings topic holds `n` records a consumer reads (fails if an ingest died). Counted by
+    one tailing consumer, not by re-reading the topic, so the wait costs the measured processes little."""
+    from kafka import TopicPartition
+
+    consumer = kafka_clients.consumer(s.kafka, enable_auto_commit=False)
+    consumer.assign([TopicPartition(s.kafka.readings_topic, p) for p in range(s.kafka.partitions)])
+    consumer.seek_to_beginning()
+    seen, deadline = 0, time.monotonic() + timeout_s
+    try:
+        while seen < n:
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                log = (s.paths.data_dir / "ingest.log").read_text()[-2000:]
+                raise RuntimeError(f"only {seen} of {n} in Kafka; {log}")
+            seen += sum(len(b) for b in consumer.poll(timeout_ms=500).values())
+    finally:
+        consumer.close()
 
 
 def run_round(base: CitygridSettings, broker: Broker, fleet: Fleet, batches: list[list[bytes]],
-              tmp: Path, latency: tuple[int, float] | None = None) -> dict:
+              tmp: Path, latency: tuple[int, float] | None = None, mode: str = "",
+              instances: int = 1) -> dict:
     """Drain a preloaded queue (and, if asked, hold a fixed rate); throughput and latency of one round."""
-    s = round_settings(base, broker, tmp, fleet.registry)
-    prepare(s, broker)
+    sessions = round_settings(base, broker, tmp, fleet.registry, instances)
+    s = sessions[0]
+    for own in sessions:
+        prepare(own, broker)
     publish(broker, s.mqtt, fleet, batches)
     drain = sum(len(b) for b in batches)
-    proc = start_ingest(s, broker)
+    procs = [start_ingest(own, mode or ("tls" if broker.secure else "plain")) for own in sessions]
     try:
-        wait_end(s, drain, 600, proc)
+        wait_end(s, drain, 600, procs)
         if latency:
             publish_paced(broker, s.mqtt, fleet, *latency)
-            wait_end(s, drain + latency[0], 120, proc)
+            wait_end(s, drain + latency[0], 120, procs)
     finally:
-        stop(proc)
+        for proc in procs:
+            stop(proc)
     recs = read_topic(s.kafka, s.kafka.readings_topic, timeout_s=120)
     dead = topic_end(s.kafka, s.kafka.dead_letter_topic)
     assert len(recs) == drain + (latency[0] if latency else 0) and dead == 0, (len(recs), dead)
     append = np.array(sorted(r.timestamp for r in recs))
-    out = {"broker": broker.name, "drained": drain,
+    out = {"broker": broker.name, "drained": drain, "mode": mode, "instances": len(sessions),
            "throughput_per_s": (drain - 1) / max((append[drain - 1] - append[0]) / 1000, 1e-3)}
     if latency:
         lat = np.array([r.timestamp - SignedReading.decode(r.value).reading().ts_ms for r in recs
@@ -235,6 +259,39 @@ def run_round(base: CitygridSettings, broker: Broker, fleet: Fleet, batches: lis
         out |= {"latency_rate_per_s": latency[1], "p50_ms": float(np.percentile(lat, 50)),
                 "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(lat.max())}
     return out
+
+
+class SingleInstanceIngest(Ingest):
+    """The path the dedupe stage replaced, for comparison only: the same front, but the replay window in
+    this one process's memory and each new reading written straight to the readings topic (what the
+    ingest did before issue 15, minus its start-up re-read of the topic's tail)."""
+
+    def __init__(self, settings: CitygridSettings) -> None:
+        super().__init__(settings)
+        self.dedupe.consumer.close()
+        self.dedupe.producer.close()
+        self.dedupe = Idle()
+        self.window = ReplayWindow()
+
+    def store(self, reading, payload: bytes, district: str, stored) -> None:
+        """Check and accept in memory, then write the reading itself (no transaction)."""
+        try:
+            self.window.check(reading.device, reading.seq)
+        except ReadingRejected:
+            stored()  # the benchmark sends no duplicates; never taken
+            return
+        self.window.accept(reading.device, reading.seq)
+        self._send(self.settings.kafka.readings_topic, reading.device.encode(), payload,
+                   [(DISTRICT_HEADER, district.encode())], stored=stored,
+                   lost=lambda: self.window.forget(reading.device, reading.seq))
+
+
+class Idle:
+    """No dedupe member: the single-instance path decides in the front."""
+
+    def run(self, stop, failed) -> None:
+        """Wait for the stop."""
+        stop.wait()
 
 
 def stage_breakdown(fleet: Fleet, n: int = 20000) -> dict[str, float]:
@@ -258,13 +315,45 @@ def stage_breakdown(fleet: Fleet, n: int = 20000) -> dict[str, float]:
         sr.verify(reg)
     out["parse + ed25519 verify"] = (time.perf_counter() - t) / len(signed) * 1e6
     validator = IngestValidator(reg)
-    timed("full check (parse, verify, window)", lambda p: validator.check(p, now, DISTRICT))
+    timed("full check (parse, verify, enrolment, bounds)", lambda p: validator.check(p, now, DISTRICT))
+    window, seqs = ReplayWindow(), [(str(d), i) for i in range(len(payloads) // 50) for d in range(50)]
+    t = time.perf_counter()
+    for device, seq in seqs:
+        window.check(device, seq)
+        window.accept(device, seq)
+        window.encode(device)
+    out["replay window check + accept + encode (dedupe stage)"] = (time.perf_counter() - t) / len(seqs) * 1e6
     return out
 
 
+# The ingest paths compared on the TLS broker (issue 15): name → (ingest mode, instances).
+PATHS = {"single_instance": ("single", 1), "dedupe_1": ("tls", 1), "dedupe_2": ("tls", 2)}
+PATH_LABELS = {"single_instance": "before: 1 instance, window in memory, direct write",
+               "dedupe_1": "now: 1 instance, dedupe stage (Kafka transactions)",
+               "dedupe_2": "now: 2 instances, shared subscription + dedupe stage"}
+
+
 def measure(base: CitygridSettings, brokers: dict[str, Broker], a: argparse.Namespace, tmp: Path) -> dict:
-    """Alternating rounds on both brokers, then the latency round of each and the stage breakdown."""
+    """Alternating rounds on both brokers, then the latency round of each and the stage breakdown; then
+    the ingest paths, alternating too."""
     fleet = Fleet(base, a.devices)
+    out: dict = {"args": vars(a), "stages_us": stage_breakdown(fleet),
+                 "note": "2-core machine shared with concurrent work; same Kafka, same fleet"}
+    if a.only != "instances":
+        out |= measure_brokers(base, brokers, a, tmp, fleet)
+    paths: dict[str, list[dict]] = {name: [] for name in PATHS}
+    for _ in range(a.rounds):
+        for name, (mode, n) in PATHS.items():
+            paths[name].append(run_round(base, brokers["tls_auth"], fleet, fleet.batches(a.drain), tmp,
+                                         mode=mode, instances=n))
+    best = {name: max(r["throughput_per_s"] for r in rs) for name, rs in paths.items()}
+    ratios = {n: best[n] / best["single_instance"] for n in ("dedupe_1", "dedupe_2")}
+    return out | {"paths": paths, "paths_best_per_s": best, "dedupe_vs_single": ratios}
+
+
+def measure_brokers(base: CitygridSettings, brokers: dict[str, Broker], a: argparse.Namespace, tmp: Path,
+                    fleet: Fleet) -> dict:
+    """The TLS + identity broker against the plain one, the same ingest behind both."""
     rounds: dict[str, list[dict]] = {name: [] for name in brokers}
     for _ in range(a.rounds):
         for name, broker in brokers.items():
@@ -274,9 +363,7 @@ def measure(base: CitygridSettings, brokers: dict[str, Broker], a: argparse.Name
     best = {name: max(r["throughput_per_s"] for r in rs) for name, rs in rounds.items()}
     ratio = best["tls_auth"] / best["plain"]
     return {"rounds": rounds, "best_per_s": best, "latency": lat, "cost": 1 - ratio,
-            "ratio_vs_plain": ratio, "target_cost": TARGET_COST,
-            "stages_us": stage_breakdown(fleet), "args": vars(a),
-            "note": "2-core machine shared with concurrent work; same ingest, same Kafka, brokers differ"}
+            "ratio_vs_plain": ratio, "target_cost": TARGET_COST}
 
 
 def main() -> None:
@@ -287,10 +374,11 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=50)
     ap.add_argument("--rate", type=float, default=1000)
     ap.add_argument("--seconds", type=float, default=8)
-    ap.add_argument("--ingest", choices=["tls", "plain"], help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=["instances"], help="only the ingest paths (single vs dedupe stage)")
+    ap.add_argument("--ingest", choices=["tls", "plain", "single"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.ingest:
-        run_ingest(plain=a.ingest == "plain")
+        run_ingest(a.ingest)
         return
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         # The shared Kafka (its admin for the harness); a private CA, admin and brokers for MQTT.
@@ -312,20 +400,39 @@ def main() -> None:
     report(result)
 
 
-def run_ingest(plain: bool) -> None:
-    """`--ingest`: the real ingest process, as `citygrid stream ingest` runs it (plain: without TLS)."""
+def run_ingest(mode: str) -> None:
+    """`--ingest`: the real ingest process, as `citygrid stream ingest` runs it (plain: without TLS;
+    single: the single-instance path it replaced)."""
     from citygrid.lifecycle import stop_event_on_signals
     from citygrid.settings import get_settings
-    from citygrid.stream.ingest import Ingest
 
-    if plain:
+    if mode == "plain":
         use_plain_mqtt()
-    Ingest(get_settings()).run(stop_event_on_signals())
+    (SingleInstanceIngest if mode == "single" else Ingest)(get_settings()).run(stop_event_on_signals())
 
 
 def report(r: dict) -> None:
     """Print the tables and save the JSON."""
     console = Console()
+    if "latency" in r:
+        report_brokers(r, console)
+    paths = Table("ingest path (TLS broker)", "drain readings/s (best)", "rounds", "vs before",
+                  title="the ingest as N instances with the dedupe stage vs the single-instance path")
+    for name, label in PATH_LABELS.items():
+        paths.add_row(label, f"{r['paths_best_per_s'][name]:,.0f}",
+                      ", ".join(f"{x['throughput_per_s']:,.0f}" for x in r["paths"][name]),
+                      f"{r['paths_best_per_s'][name] / r['paths_best_per_s']['single_instance']:.2f}")
+    console.print(paths)
+    st = Table("stage (in-process, no I/O)", "µs / reading", "max readings/s on one core",
+               title="where the ingest's time goes")
+    for k, v in r["stages_us"].items():
+        st.add_row(k, f"{v:.1f}", f"{1e6 / v:,.0f}")
+    console.print(st)
+    console.print(f"written {save('stream_ingest' if 'latency' in r else 'stream_ingest_instances', r)}")
+
+
+def report_brokers(r: dict, console: Console) -> None:
+    """The TLS + identity broker against the plain one."""
     table = Table(title="MQTT → verified ingest → Kafka (2 shared cores: figures under load)")
     for col in ("broker", "drain readings/s (best)", "rounds", "p50 ms", "p99 ms", "max ms"):
         table.add_column(col)
@@ -338,12 +445,6 @@ def report(r: dict) -> None:
     verdict = "within" if r["cost"] <= TARGET_COST else "OVER"
     console.print(f"TLS + auth / plain ingest throughput: {r['ratio_vs_plain']:.2f} (cost {r['cost']:.1%}, "
                   f"{verdict} the {TARGET_COST:.0%} target); latency at {r['args']['rate']:.0f}/s above")
-    st = Table("stage (in-process, no I/O)", "µs / reading", "max readings/s on one core",
-               title="where the ingest's time goes")
-    for k, v in r["stages_us"].items():
-        st.add_row(k, f"{v:.1f}", f"{1e6 / v:,.0f}")
-    console.print(st)
-    console.print(f"written {save('stream_ingest', r)}")
 
 
 if __name__ == "__main__":

@@ -39,10 +39,12 @@ def producer(k: KafkaSettings, **options: Any) -> KafkaProducer:
 
 
 def consumer(k: KafkaSettings, *topics: str, **options: Any) -> KafkaConsumer:
-    """A consumer (of `topics`, or assigned later) authenticated as this process's principal."""
+    """A consumer (of `topics`, or assigned later) authenticated as this process's principal. It reads
+    only committed records: the readings topic is written in Kafka transactions (the ingest's dedupe
+    stage), and an aborted one's records stay in the log, where a read_uncommitted reader sees them."""
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(*topics, **client_options(k), **options)
+    return KafkaConsumer(*topics, **client_options(k), **{"isolation_level": "read_committed", **options})
 
 
 def admin(k: KafkaSettings, **options: Any) -> KafkaAdminClient:

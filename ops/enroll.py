@@ -7,7 +7,8 @@ without a broker restart: a revoked device is disconnected and refused from the 
 
 Every identity gets one role with exactly the topics it needs and is bound to one client id:
   device     publish {readings}/<district>/<id>; read {commands}/<district>/<id> and {models}/<id>
-  ingest     read {readings}/#                      (client id: mqtt.ingest_client_id)
+  ingest     read {readings}/# through the shared subscription $share/<ingest name>/… only; one identity
+             per instance (<ingest name>-<k>, `enroll_ingest`), or one under the ingest's name
   advisor    publish {commands}/#
   models     publish {models}/#
   observer   read everything under the three roots (dashboards, debugging, tests)
@@ -30,7 +31,7 @@ from citygrid.mqtt import mqtt_client
 from citygrid.settings import CitygridSettings, MqttSettings, read_identity
 from citygrid.signing import DeviceRegistry, Enrolment, device_id_for
 from citygrid.storage import atomic_write
-from citygrid.topics import commands_topic, model_updates_topic, readings_topic
+from citygrid.topics import commands_topic, model_updates_topic, readings_topic, shared_readings_filter
 
 ServiceRole = Literal["ingest", "advisor", "models", "observer"]
 SERVICE_ROLES: tuple[ServiceRole, ...] = ("ingest", "advisor", "models", "observer")
@@ -120,7 +121,11 @@ def service_acls(s: CitygridSettings, role: ServiceRole) -> list[dict[str, objec
     """What each service may do, and nothing more."""
     roots = [s.mqtt.readings_topic, s.mqtt.commands_topic, s.edge.model_updates_topic]
     return {
-        "ingest": _read(f"{s.mqtt.readings_topic}/#", pattern=True),
+        # Mosquitto checks a shared subscription's ACL with its $share/<group>/ prefix, and each delivered
+        # message's against its topic: the ingest may join its own group and no other subscription.
+        "ingest": [_acl("subscribePattern", shared_readings_filter(s.mqtt.readings_topic,
+                                                                   s.mqtt.ingest_client_id)),
+                   _acl("publishClientReceive", f"{s.mqtt.readings_topic}/#")],
         "advisor": [_acl("publishClientSend", f"{s.mqtt.commands_topic}/#")],
         "models": [_acl("publishClientSend", f"{s.edge.model_updates_topic}/#")],
         "observer": [a for root in roots for a in _read(f"{root}/#", pattern=True)],
@@ -272,3 +277,14 @@ def enroll_service(s: CitygridSettings, role: ServiceRole, name: str | None = No
     with BrokerAdmin(s.mqtt) as admin:
         admin.put_identity(creds, f"service-{username}", service_acls(s, role), f"citygrid {role}")
     return creds
+
+
+def ingest_instance(s: CitygridSettings, k: int) -> str:
+    """The name (username and client id) of the ingest's instance `k`: the chart's StatefulSet pod k."""
+    return f"{s.mqtt.ingest_client_id}-{k}"
+
+
+def enroll_ingest(s: CitygridSettings, instances: int) -> list[Credentials]:
+    """One identity per ingest instance, each bound to its own client id, so every instance keeps its own
+    persistent session in the shared subscription across restarts and none can take another's."""
+    return [enroll_service(s, "ingest", ingest_instance(s, k)) for k in range(instances)]

@@ -27,6 +27,7 @@ from citygrid.settings import CitygridSettings, KafkaSettings, StreamSettings
 from citygrid.stream import metrics
 from citygrid.stream.aggregates import UNGROUPED, aggregate_batch, route
 from citygrid.stream.dead_letters import WORKER, send_dead
+from citygrid.stream.dedupe_readers import read_committed
 from citygrid.stream.device_stats import stats_batch
 from citygrid.stream.fleet import FleetView
 from citygrid.stream.learning import LiveStates, learn_batch, state_key
@@ -73,6 +74,7 @@ def make_app(s: CitygridSettings) -> faust.App:
         producer_linger=0.005,
         broker_credentials=broker_credentials(s.kafka),
     )
+    read_committed(app)  # the readings topic is written in transactions: skip aborted records
     channels = declare_channels(app, s)
     add_agents(app, channels, s.stream)
     register_market(app, s)

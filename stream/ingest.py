@@ -1,10 +1,16 @@
-"""MQTT → Kafka ingest: verify each reading, write it keyed by device, dead-letter the rest.
+"""MQTT → Kafka ingest, as N instances: verify each reading, write it keyed by device, dead-letter the rest.
 
-A reading's MQTT acknowledgement is sent only after Kafka has acknowledged the
-record (manual acks on a persistent session), so a crash or a Kafka outage at
-any moment leaves unacknowledged readings with the broker, which delivers
-them again when the ingest reconnects. The producer is idempotent, so its own
-retries never duplicate a record.
+The instances share one MQTT subscription (`$share/<ingest name>/…`), each under its own broker identity
+and client id with a persistent session, so the broker hands each reading to one of them and keeps an
+instance's share queued while it is away (Mosquitto's round robin does not skip an offline session: an
+instance that is down must come back, as a StatefulSet brings it back under the same identity).
+
+An instance does not decide whether a reading is new: its instances' views are partial. It writes what it
+verified (signature, schema, enrolment, bounds) to `{readings}.verified`, keyed by device, and sends a
+reading's MQTT acknowledgement only after Kafka has acknowledged that record (manual acks on a
+persistent session), so a crash or a Kafka outage at any moment leaves unacknowledged readings with the
+broker, which delivers them again when the instance reconnects. The dedupe stage, which every instance
+also runs (citygrid.stream.dedupe), lets each (device, seq) into `readings` once, in Kafka transactions.
 
 Hostile input never stops it: a message larger than any reading
 (stream.ingest_max_payload_bytes) is dead-lettered with only its first bytes
@@ -32,17 +38,22 @@ from prometheus_client import Counter, Histogram
 from citygrid import kafka_clients
 from citygrid.errors import PayloadTooLarge, ReadingRejected, UnknownDevice
 from citygrid.mqtt import mqtt_client
-from citygrid.reading import Reading, reading_or_none
+from citygrid.reading import Reading
 from citygrid.records import DeadLetter
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceRegistry
-from citygrid.stream.kafka_topics import read_tail
-from citygrid.stream.validation import IngestValidator, ReplayWindow
-from citygrid.topics import DISTRICT_HEADER, parse_readings_topic, readings_filter
+from citygrid.stream.dedupe import Dedupe, ensure_ingest_topics, seq_header
+from citygrid.stream.validation import IngestFault, IngestValidator
+from citygrid.topics import (
+    DISTRICT_HEADER,
+    parse_readings_topic,
+    shared_readings_filter,
+    verified_readings_topic,
+)
 
 log = structlog.get_logger(__name__)
 
-ACCEPTED = Counter("citygrid_ingest_accepted_total", "Readings verified and written to Kafka")
+ACCEPTED = Counter("citygrid_ingest_accepted_total", "Readings verified and written to Kafka (before dedupe)")
 REJECTED = Counter("citygrid_ingest_rejected_total", "Readings dead-lettered", ["reason"])
 LATENCY = Histogram(
     "citygrid_ingest_latency_seconds", "MQTT receipt to Kafka acknowledgement",
@@ -53,10 +64,6 @@ DEAD_LETTERS_DROPPED = Counter("citygrid_ingest_dead_letters_dropped_total",
                                ["reason"])
 # What an oversized message's dead letter keeps of it.
 KEPT_BYTES = 1024
-
-
-class IngestFault(ReadingRejected, reason="ingest_error"):
-    """The ingest itself failed on this message (a bug); kept in the dead letters for replay once fixed."""
 
 
 class DeadLetterLimiter:
@@ -89,29 +96,20 @@ class DeadLetterLimiter:
             return allowed
 
 
-def restore_window(window: ReplayWindow, settings: CitygridSettings) -> int:
-    """Mark the readings already in Kafka's tail as accepted; return how many.
-
-    A restarted ingest otherwise forgets what it wrote, and the broker redelivers
-    every reading whose MQTT ack was lost in the crash: they would enter Kafka twice.
-    """
-    records = read_tail(settings.kafka, settings.kafka.readings_topic, settings.stream.ingest_replay_tail)
-    for rec in records:
-        # Only the ingest writes this topic, but a bad record must not stop it.
-        if (reading := reading_or_none(rec.value)) is not None:
-            window.accept(reading.device, reading.seq)
-    return len(records)
+def subscription(settings: CitygridSettings) -> str:
+    """The shared readings subscription every instance of this ingest joins."""
+    return shared_readings_filter(settings.mqtt.readings_topic, settings.mqtt.ingest_client_id)
 
 
 def prepare_session(settings: CitygridSettings) -> None:
-    """Create the ingest's persistent MQTT session and subscription, then leave.
+    """Create this ingest instance's persistent MQTT session in the shared subscription, then leave.
 
-    From then on the broker queues readings for the ingest even while it is not
+    From then on the broker queues this instance's share of the readings even while it is not
     running, so devices may start publishing before the ingest first starts.
     """
     client = mqtt_client(settings.mqtt, settings.mqtt.ingest_client_id, manual_ack=False)
     subscribed = threading.Event()
-    client.on_connect = lambda c, *_: c.subscribe(readings_filter(settings.mqtt.readings_topic), qos=1)
+    client.on_connect = lambda c, *_: c.subscribe(subscription(settings), qos=1)
     client.on_subscribe = lambda *_: subscribed.set()
     client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=30)
     client.loop_start()
@@ -123,8 +121,26 @@ def prepare_session(settings: CitygridSettings) -> None:
         client.loop_stop()
 
 
+def retire_session(settings: CitygridSettings) -> None:
+    """Discard this instance's persistent session, its place in the shared subscription with it (connect
+    with a clean session, then leave): what an instance removed for good needs, since the broker keeps
+    handing an offline session its share. Whatever the session still queues is dropped with it, so retire
+    an instance only after it stopped with its queue drained."""
+    client = mqtt_client(settings.mqtt, settings.mqtt.ingest_client_id, clean_session=True)
+    connected = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: None if rc.is_failure else connected.set()
+    client.connect(settings.mqtt.host, settings.mqtt.port, keepalive=30)
+    client.loop_start()
+    try:
+        if not connected.wait(10):
+            raise ConnectionError("the broker did not accept the ingest instance's identity")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 class Ingest:
-    """One ingest process."""
+    """One ingest instance: the MQTT → verified-readings front and a member of the dedupe stage."""
 
     def __init__(self, settings: CitygridSettings) -> None:
         self.settings = settings
@@ -132,8 +148,7 @@ class Ingest:
         self._registry_mtime = 0.0
         self._registry_next_check = 0.0
         self.validator = IngestValidator(self._load_registry())
-        restored = restore_window(self.validator.window, settings)
-        log.info("replay_window_restored", records=restored)
+        ensure_ingest_topics(settings)
         self.producer = kafka_clients.producer(
             settings.kafka, acks="all", enable_idempotence=True,
             linger_ms=5, batch_size=256 * 1024, max_in_flight_requests_per_connection=5,
@@ -147,6 +162,7 @@ class Ingest:
         self.failed = threading.Event()
         self.dead_letters = DeadLetterLimiter(settings.stream.dead_letter_rate_per_s,
                                               settings.stream.dead_letter_burst)
+        self.dedupe = Dedupe(settings, self.admit_dead_letter)
 
     def _load_registry(self) -> DeviceRegistry:
         self._registry_mtime = self.registry_path.stat().st_mtime if self.registry_path.exists() else 0
@@ -156,7 +172,7 @@ class Ingest:
         if reason_code.is_failure:
             log.error("mqtt_connect_refused", reason=str(reason_code))
             return
-        client.subscribe(readings_filter(self.settings.mqtt.readings_topic), qos=1)
+        client.subscribe(subscription(self.settings), qos=1)
         log.info("ingest_subscribed", session_present=flags.session_present)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
@@ -184,15 +200,21 @@ class Ingest:
     def _dead_letter(self, payload: bytes, topic: str, exc: ReadingRejected, now_ms: int, mid: int,
                      qos: int) -> None:
         """Count a rejection; write its dead letter (rate-limited per source), then ack the message."""
-        REJECTED.labels(exc.reason).inc()
-        if not self.dead_letters.allow(topic):
-            DEAD_LETTERS_DROPPED.labels(exc.reason).inc()
+        if not self.admit_dead_letter(exc.reason, topic):
             self.client.ack(mid, qos)
             return
         log.info("reading_rejected", reason=exc.reason, error=str(exc)[:300], topic=topic[:200])
         dead = DeadLetter.of(payload, topic, exc.reason, str(exc), now_ms, keep=KEPT_BYTES)
         self._send(self.settings.kafka.dead_letter_topic, exc.reason.encode(), dead.encode(), [],
                    stored=lambda: self.client.ack(mid, qos), lost=lambda: None)
+
+    def admit_dead_letter(self, reason: str, source: str) -> bool:
+        """Count a rejection (here or in the dedupe stage); whether its source may have a dead letter now."""
+        REJECTED.labels(reason).inc()
+        if self.dead_letters.allow(source):
+            return True
+        DEAD_LETTERS_DROPPED.labels(reason).inc()
+        return False
 
     def handle(self, payload: bytes, topic: str, mid: int, qos: int) -> None:
         """Validate one message and hand it to Kafka; the MQTT ack follows Kafka's."""
@@ -211,10 +233,14 @@ class Ingest:
             ACCEPTED.inc()
             LATENCY.observe(time.perf_counter() - t0)
 
-        # The district (feeder or intersection), checked against the enrolment: keep it for the workers.
-        self._send(self.settings.kafka.readings_topic, reading.device.encode(), payload,
-                   [(DISTRICT_HEADER, district.encode())], stored=stored,
-                   lost=lambda: self.validator.window.forget(reading.device, reading.seq))
+        self.store(reading, payload, district, stored)
+
+    def store(self, reading: Reading, payload: bytes, district: str, stored: Callable[[], None]) -> None:
+        """Hand a verified reading to the dedupe stage; `stored` (the MQTT ack) once Kafka holds it."""
+        # The district (feeder or intersection), checked against the enrolment: kept for the workers.
+        self._send(verified_readings_topic(self.settings.kafka), reading.device.encode(), payload,
+                   [(DISTRICT_HEADER, district.encode()), seq_header(reading.seq)], stored=stored,
+                   lost=lambda: None)
 
     def _check(self, payload: bytes, now_ms: int, district: str) -> Reading:
         # Enrolments and revocations apply within a second, without a restart.
@@ -258,7 +284,12 @@ class Ingest:
         self.failed.set()
 
     def run(self, stop: threading.Event) -> None:
-        """Consume from MQTT until `stop` is set or a Kafka write fails."""
+        """Consume from MQTT and decide this member's share of the verified readings until `stop` is set
+        or a Kafka write fails."""
+        halt = threading.Event()  # the dedupe member's own stop: after the front's last acks went out
+        dedupe = threading.Thread(target=self.dedupe.run, args=(halt, self.failed), name="dedupe",
+                                  daemon=True)
+        dedupe.start()
         m = self.settings.mqtt
         self.client.connect(m.host, m.port, keepalive=30)
         self.client.loop_start()
@@ -271,5 +302,7 @@ class Ingest:
             self.client.disconnect()
             self.client.loop_stop()
             self.producer.close(10)
+            halt.set()
+            dedupe.join(60)
         if self.failed.is_set():
             raise SystemExit("ingest stopped: a Kafka write failed; unacked readings stay with MQTT")

@@ -66,7 +66,7 @@ def isolated_settings(data_dir: Path) -> CitygridSettings:
         "edge": base.edge.model_copy(update={"model_updates_topic": f"t{tag}/models"}),
         "kafka": base.kafka.model_copy(update={
             "readings_topic": f"readings-{tag}", "dead_letter_topic": f"readings-{tag}.dead",
-            "stats_topic": f"stats-{tag}", "stream_app_id": f"stream-{tag}",
+            "stats_topic": f"stats-{tag}", "stream_app_id": f"stream-{tag}", "ingest_group": f"ingest-{tag}",
             "anchor_group": f"anchorer-{tag}", "forecasts_topic": f"forecasts-{tag}",
             "alerts_topic": f"alerts-{tag}", "orders_topic": f"orders-{tag}", "trades_topic": f"trades-{tag}",
         }),

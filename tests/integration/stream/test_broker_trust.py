@@ -20,7 +20,13 @@ from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
 from citygrid.stream.ingest import Ingest
 from citygrid.stream.kafka_topics import read_topic, topic_end
-from citygrid.topics import commands_topic, model_updates_topic, readings_topic
+from citygrid.topics import (
+    commands_topic,
+    model_updates_topic,
+    readings_filter,
+    readings_topic,
+    shared_readings_filter,
+)
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(120)]
 
@@ -140,6 +146,15 @@ def test_a_device_reaches_only_its_own_topics(live: CitygridSettings) -> None:
         observer.close()
     assert [t for t, _ in observer.seen] == [own], "the broker passed a publish outside the device's ACL"
     assert them.mqtt.username == other.device_id
+
+
+def test_the_ingest_may_join_only_its_own_shared_subscription(live: CitygridSettings) -> None:
+    root = live.mqtt.readings_topic
+    assert _granted(live, shared_readings_filter(root, live.mqtt.ingest_client_id))
+    # A plain subscription beside the group would take every reading once more; another group, too.
+    assert not _granted(live, readings_filter(root))
+    assert not _granted(live, f"{root}/#")
+    assert not _granted(live, shared_readings_filter(root, "another-ingest"))
 
 
 def test_nobody_takes_another_identitys_session(live: CitygridSettings) -> None:

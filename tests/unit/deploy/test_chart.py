@@ -53,13 +53,39 @@ def test_every_workload_has_a_disruption_budget(manifests: tuple[str, list[dict]
 
 def test_single_instance_processes_and_secrets(manifests: tuple[str, list[dict]]) -> None:
     deployments = {d["metadata"]["name"]: d for d in manifests[1] if d["kind"] == "Deployment"}
-    for name in ("ingest", "anchorer", "settler", "mqtt", "advisor"):
+    for name in ("anchorer", "settler", "mqtt", "advisor"):
         d = deployments[f"cg-citygrid-{name}"]
         assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"]["type"] == "Recreate", name
     for name in ("anchorer", "settler"):
         env = deployments[f"cg-citygrid-{name}"]["spec"]["template"]["spec"]["containers"][0]["env"]
         signer = next(e for e in env if e["name"] == "CITYGRID_CHAIN__SIGNER_URI")
         assert "secretKeyRef" in signer["valueFrom"]  # never a literal key in the manifest
+
+
+def test_ingest_instances_each_read_their_own_identity(chart, manifests: tuple[str, list[dict]]) -> None:
+    values, docs = manifests
+    ingest = next(d for d in docs if d["metadata"]["name"] == "cg-citygrid-ingest"
+                  and d["kind"] not in ("Service", "PodDisruptionBudget"))
+    assert ingest["kind"] == "StatefulSet"
+    assert ingest["spec"]["replicas"] == (3 if values == "production" else 2)
+    assert ingest["spec"]["podManagementPolicy"] == "Parallel"
+    pod = ingest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    # Pod k's index comes from the StatefulSet's own label; its file is ingest-k.json of the Secret.
+    index = env["POD_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert index == "metadata.labels['apps.kubernetes.io/pod-index']"
+    creds = env["CITYGRID_MQTT__CREDENTIALS_FILE"]["value"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "ingest-identity")
+    assert creds == f"{mount['mountPath']}/ingest-$(POD_INDEX).json" and mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "ingest-identity")
+    assert volume["secret"] == {"secretName": "citygrid-ingest-mqtt", "defaultMode": 0o440}
+    # No MQTT password in the environment, not even by reference: the file is the only source.
+    assert not any(name.startswith(("CITYGRID_MQTT__USERNAME", "CITYGRID_MQTT__PASSWORD")) for name in env)
+    five = next(d for d in chart.render("--set", "ingest.replicas=5")
+                if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "cg-citygrid-ingest")
+    assert five["spec"]["replicas"] == 5
+    assert chart.template("--set", "ingest.replicas=0", check=False).returncode != 0
 
 
 def test_workers_follow_partitions(chart) -> None:

@@ -8,9 +8,12 @@ own env entries, secrets replaced by a placeholder of the setting's type) and ha
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import tarfile
+import tempfile
 from io import BytesIO
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -34,7 +37,9 @@ MQTT_IDENTITY = frozenset({"CITYGRID_MQTT__USERNAME", "CITYGRID_MQTT__PASSWORD"}
 SIGNER = frozenset({"CITYGRID_CHAIN__URL", "CITYGRID_CHAIN__SIGNER_URI"})
 # The command a container runs (`citygrid <group> <command>`) → the settings it must be given explicitly.
 REQUIRED: dict[str, frozenset[str]] = {
-    "stream ingest": EVERY_PROCESS | MQTT | MQTT_IDENTITY | {"CITYGRID_PATHS__DEVICE_REGISTRY"},
+    # Each ingest instance reads its own identity from its file of the ingest's Secret (its pod index).
+    "stream ingest": EVERY_PROCESS | MQTT | {"CITYGRID_MQTT__CREDENTIALS_FILE",
+                                             "CITYGRID_PATHS__DEVICE_REGISTRY"},
     "stream worker": EVERY_PROCESS | {"CITYGRID_STREAM__STATE_KEY"},
     "ledger anchor": EVERY_PROCESS | SIGNER,
     "ledger settle": EVERY_PROCESS | SIGNER | {"CITYGRID_SETTLEMENT__ASSET_ID"},
@@ -73,16 +78,27 @@ def placeholder(name: str) -> str:
 
 
 def container_env(container: dict, configmaps: dict[str, dict[str, str]]) -> dict[str, str]:
-    """The environment Kubernetes gives a container: envFrom first, its own env entries over it."""
+    """The environment Kubernetes gives a container: envFrom first, its own env entries over it, each
+    value's $(NAME) replaced by an earlier entry's value as Kubernetes does (a pod field: "fieldref")."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         assert "configMapRef" in source, f"{container['name']}: envFrom {source} hides what it sets"
         env.update(configmaps[source["configMapRef"]["name"]])
     for entry in container.get("env", []):
-        ref = entry.get("valueFrom", {}).get("configMapKeyRef")
-        env[entry["name"]] = (str(entry["value"]) if "value" in entry
-                              else configmaps[ref["name"]][ref["key"]] if ref else placeholder(entry["name"]))
+        source = entry.get("valueFrom", {})
+        ref = source.get("configMapKeyRef")
+        value = (re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m[1], m[0]), str(entry["value"]))
+                 if "value" in entry else configmaps[ref["name"]][ref["key"]] if ref
+                 else "fieldref" if "fieldRef" in source else placeholder(entry["name"]))
+        env[entry["name"]] = value
     return env
+
+
+def _identity_file() -> str:
+    """A broker credentials file of the right form, standing in for one mounted from a Secret."""
+    path = Path(tempfile.mkdtemp(prefix="chart-identity-")) / "identity.json"
+    path.write_text(json.dumps({"username": "u", "password": "p", "client_id": "u"}))
+    return str(path)
 
 
 def settings_from(env: dict[str, str]) -> CitygridSettings:
@@ -143,6 +159,11 @@ def env_problems(container: dict, env: dict[str, str]) -> list[str]:
     if command not in REQUIRED:
         problems.append(f"runs `citygrid {command}`, whose needs REQUIRED does not list")
     problems += [f"`{command}` needs {n}, not set" for n in sorted(REQUIRED.get(command, set()) - set(env))]
+    if creds := env.get("CITYGRID_MQTT__CREDENTIALS_FILE"):
+        # Read at start: it must be on a volume (a Secret's); the settings read a stand-in.
+        if not _under_mount(Path(creds), container, writable=False):
+            problems.append(f"its MQTT credentials file {creds} is on no volume")
+        env = {**env, "CITYGRID_MQTT__CREDENTIALS_FILE": _identity_file()}
     try:
         # Unknown names are reported above; the rest must still make valid settings.
         s = settings_from({n: v for n, v in env.items()
