@@ -40,7 +40,8 @@ REQUIRED: dict[str, frozenset[str]] = {
     # Each ingest instance reads its own identity from its file of the ingest's Secret (its pod index).
     "stream ingest": EVERY_PROCESS | MQTT | {"CITYGRID_MQTT__CREDENTIALS_FILE",
                                              "CITYGRID_PATHS__DEVICE_REGISTRY"},
-    "stream worker": EVERY_PROCESS | {"CITYGRID_STREAM__STATE_KEY"},
+    # Workers book only orders signed by the registry's keys, and clear on the market tree it places.
+    "stream worker": EVERY_PROCESS | {"CITYGRID_STREAM__STATE_KEY", "CITYGRID_PATHS__PARTICIPANTS"},
     "ledger anchor": EVERY_PROCESS | SIGNER,
     "ledger settle": EVERY_PROCESS | SIGNER | {"CITYGRID_SETTLEMENT__ASSET_ID"},
     # The advisor refuses to start without the command key; its identity is bound to one client id.
