@@ -14,6 +14,9 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     # Client libraries log every connection step at INFO; keep their warnings only.
     for noisy in ("kafka", "aiokafka", "faust", "mode", "substrateinterface", "websocket"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # kafka-python 3 warns whenever one of its event-loop tasks runs over 100 ms, which a busy 2-core
+    # node does all the time; it says nothing an operator can act on.
+    logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     renderer = structlog.processors.JSONRenderer() if json else structlog.processors.KeyValueRenderer(
         key_order=["timestamp", "level", "event"], drop_missing=True
     )

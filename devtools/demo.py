@@ -27,10 +27,12 @@ from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.errors import ProofInvalid
 from citygrid.ledger.proofs import ProofBundle, build_bundle, verify_offline, verify_on_chain
 from citygrid.ops.enroll import enroll_service
+from citygrid.ops.kafka_access import apply
 from citygrid.reading import Reading, SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.sim.fleet import SimDevice, provision, replay_fleet, send_bad_readings
 from citygrid.storage import atomic_write
+from citygrid.stream.dedupe import ensure_ingest_topics
 from citygrid.stream.ingest import prepare_session
 from citygrid.stream.kafka_topics import ensure_topics, topic_end
 from citygrid.topics import stream_output_topics
@@ -104,7 +106,9 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
     s = as_principal(s, "admin")
     prepare_session(s)
     fleet = provision(s, devices)
+    ensure_ingest_topics(s)
     ensure_topics(s.kafka, stream_output_topics(s))
+    apply(s)  # every process's ACLs as this checkout defines them (idempotent), even on a broker up before
     base = Baseline(s, AnchorStore(s.paths.anchor_store)).take()
     with ExitStack() as stack:
         if not keep_servers and started:
