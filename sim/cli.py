@@ -1,5 +1,5 @@
 """The simulators' commands, in the groups they serve: `citygrid edge replay / simulate / train`,
-`citygrid stream evaluate` and `citygrid traffic evaluate`."""
+`citygrid stream evaluate / balance` and `citygrid traffic evaluate`."""
 
 from __future__ import annotations
 
@@ -71,47 +71,102 @@ def train(out: Path = typer.Option(None, help="Where the ONNX files go (default:
 @stream.command()
 def evaluate(out_dir: Path = typer.Option(Path("reports"), help="Folder for prequential.md and .json."),
              days: int = typer.Option(0, help="Energy days to replay (0 = the whole year)."),
-             traffic: bool = typer.Option(True, help="Include SUMO induction-loop counts.")) -> None:
+             traffic: bool = typer.Option(True, help="Include SUMO induction-loop counts."),
+             grids: str = typer.Option("", help="SimBench grid codes, comma-separated (default: the three "
+                                                "in citygrid.sim.profiles.GRIDS)."),
+             models: str = typer.Option("", help="Forecasters to compare, comma-separated (default: the "
+                                                 "workers' model from the settings)."),
+             ) -> None:
     """Evaluate the forecasters prequentially on SimBench and SUMO data; write the report."""
-    from citygrid.sim.prequential import energy_results, traffic_results, write_report
+    from citygrid.sim.prequential import energy_results, traffic_results
+    from citygrid.sim.prequential_report import energy_notes, write_report
 
     settings = get_settings()
     s, cache = settings.stream, settings.paths.cache_dir
-    notes = [f"Energy: SimBench grid profiles, {'a full year' if not days else f'{days} days'} at "
-             f"{s.energy_step_s // 60} min; seasonal-naive = same quarter-hour one day earlier."]
-    rows = energy_results(cache, s, days or None)
+    t0 = time.monotonic()
+    rows = energy_results(cache, s, days or None, [g.strip() for g in grids.split(",") if g.strip()],
+                          [m.strip() for m in models.split(",") if m.strip()])
+    notes = energy_notes(s, days, time.monotonic() - t0)
     if traffic:
         rows += traffic_results(cache, s)
         notes.append(f"Traffic: SUMO induction loops (seed 1, 2 h, {s.traffic_step_s} s counts); "
-                     f"seasonal-naive = {s.traffic_season_steps} intervals earlier; intersections sum "
+                     f"seasonal naive = {s.traffic_season_steps} intervals earlier; intersections sum "
                      "the loops on the lanes entering them.")
     md = write_report(rows, out_dir, s, notes)
     typer.echo(md.read_text().split("## Every series")[0])
     typer.echo(f"written: {md} and {md.with_suffix('.json')}")
 
 
-@traffic.command("evaluate")
-def traffic_evaluate(
-        seeds: int = typer.Option(5, help="Scenario seeds (1..N), each run under every control."),
-        hours: float = typer.Option(2.0, help="Simulated hours of the morning-peak scenario."),
-        workers: int = typer.Option(2, help="SUMO runs in parallel."),
-        report: Path = typer.Option(Path("reports/traffic_evaluation.md"), help="Markdown report."),
-) -> None:
-    """Fixed time vs SUMO's actuated lights vs citygrid's advice on the same scenario and seeds."""
-    from citygrid.sim.traffic.evaluation import MODES, write_report
-    from citygrid.sim.traffic.evaluation import evaluate as run_evaluation
+@stream.command()
+def balance(out: Path = typer.Option(Path("reports/balancing.md"), help="Markdown report (+ .json)."),
+            grids: str = typer.Option("", help="SimBench grid codes, comma-separated (default: the three "
+                                               "in citygrid.sim.profiles.GRIDS)."),
+            days: int = typer.Option(2, help="Market days cleared in every 28 (the forecasters learn every "
+                                             "day); 28 clears the whole year."),
+            ) -> None:
+    """Feeder peak, imbalance and self-consumption: quantile bids + batteries vs point bids, per grid."""
+    from citygrid.sim.balancing import Sample, notes
+    from citygrid.sim.balancing import balance as run_balance
+    from citygrid.sim.balancing_report import table, write_report
+    from citygrid.sim.profiles import GRIDS
 
     settings = get_settings()
-    result = run_evaluation(settings.paths.cache_dir, list(range(1, seeds + 1)), hours, settings, workers)
-    table = Table("control", "mean waiting (s)", "mean travel (s)", "throughput (veh/h)",
-                  title=f"{seeds} seeds, {hours} h, mean ± std over seeds")
-    s = result["summary"]
-    for mode in MODES:
-        table.add_row(mode, *(f"{s[mode][m]['mean']:.2f} ± {s[mode][m]['std']:.2f}"
-                              for m in ("mean_waiting_s", "mean_travel_s", "throughput_veh_h")))
+    sample = Sample(days=days)
+    t0 = time.monotonic()
+    results = run_balance(settings, [g.strip() for g in grids.split(",") if g.strip()] or list(GRIDS), sample)
+    md = write_report(results, out, notes(settings, sample, time.monotonic() - t0))
+    typer.echo("\n".join(table(results)))
+    typer.echo(f"written: {md} and {md.with_suffix('.json')}")
+
+
+@traffic.command("evaluate")
+def traffic_evaluate(
+        net: list[Path] = typer.Option(None, "--net", help="A SUMO scenario (.sumocfg); repeatable."),
+        resco: str = typer.Option(None, help="RESCO maps fetched by scripts/setup/resco.sh, comma-"
+                                  "separated [default: cologne1,ingolstadt1,grid4x4 unless --net is given]."),
+        grid: str = typer.Option(None, help="Demand levels of the project's grid, comma-separated "
+                                 "[default: light,heavy,saturated unless --net is given]."),
+        seeds: int = typer.Option(5, help="Seeds (1..N), each run under every control."),
+        hours: float = typer.Option(2.0, help="Simulated hours of the project's grid scenario."),
+        workers: int = typer.Option(1, help="SUMO runs in parallel (the machine is shared: keep it small)."),
+        report: Path = typer.Option(Path("reports/traffic.md"), help="Markdown report (+ .json)."),
+) -> None:
+    """Fixed plans, SUMO actuated (own, rebuilt), max-pressure and citygrid on the same demand and seeds."""
+    from citygrid.sim.traffic.evaluation import MODES, evaluate
+    from citygrid.sim.traffic.networks import TrafficEvaluationError, from_sumocfg, grid_case
+    from citygrid.sim.traffic.report import report_notes, write_report
+    from citygrid.sim.traffic.scenario import Scenario
+
+    settings = get_settings()
+    cache = settings.paths.cache_dir
+    own = not net
+    default_maps = "cologne1,ingolstadt1,grid4x4" if own else ""
+    resco_names = [n for n in (resco if resco is not None else default_maps).split(",") if n]
+    default_levels = "light,heavy,saturated" if own else ""
+    levels = [lv for lv in (grid if grid is not None else default_levels).split(",") if lv]
+    cases = [from_sumocfg(Path(p)) for p in net or []]
+    for name in resco_names:
+        cfg = cache / "resco" / name / f"{name}.sumocfg"
+        if not cfg.exists():
+            raise TrafficEvaluationError(f"no RESCO map {name!r} in {cache / 'resco'}: run "
+                                         "`bash scripts/setup/resco.sh` (it fetches the maps from PyPI)")
+        cases.append(from_sumocfg(cfg))
+    seed_list = list(range(1, seeds + 1))
+    t0 = time.perf_counter()
+    runs = evaluate(cache, cases, seed_list, settings, workers) if cases else []
+    for level in levels:
+        # The grid's demand is drawn per seed, so each seed is its own case file; one name in the table.
+        for seed in seed_list:
+            case = grid_case(cache / "sumo", Scenario.at(level, seed=seed, hours=hours), f"grid-{level}")
+            runs += evaluate(cache, [case], [seed], settings, workers)
+    notes = report_notes(seed_list, hours, time.perf_counter() - t0)
+    summary = write_report(runs, report, notes)
+    table = Table("case", *MODES, "vs actuated", "vs max-pressure",
+                  title="average delay (s), mean over seeds")
+    for case, c in summary.items():
+        t = c["targets"]
+        table.add_row(case, *(f"{c['modes'][m]['avg_delay_s']['mean']:.1f}" if m in c["modes"] else "-"
+                              for m in MODES),
+                      f"{t.get('below_actuated', 0):+.1%}", f"{t.get('below_max_pressure', 0):+.1%}")
     console.print(table)
-    red = s["waiting_reduction"]
-    console.print(f"waiting time vs fixed: {red['fixed']:+.1%} lower (target 30%); "
-                  f"vs actuated: {red['actuated']:+.1%} lower (target 15%)")
-    write_report(result, report)
     console.print(f"report: {report} (+ .json)")

@@ -1,2 +1,3 @@
-"""The intersection's device side: `phases` (the light's layout), `detectors` (counting approaches),
-`controller` (running advice within safety bounds, fallback) and `intersection` (the device agent)."""
+"""The intersection's device side: `phases` (the light's layout, read from its own program), `detectors`
+(its lane-area zones), `pressure` (the per-second decision rules), `controller` (running the light
+within its safety bounds, advice, fallback) and `intersection` (the device agent)."""

@@ -1,14 +1,15 @@
-"""An intersection's edge agent: counts its approaches, publishes them signed, and runs the advised plan.
+"""An intersection's edge agent: senses its approaches, publishes demand signed, and runs the advice.
 
-Each interval it reads its induction loops through TraCI/libsumo (the simulated
-stand-in for a real controller's loop cards; see `detectors`), publishes one
-signed reading with the count of every approach lane, and hands the latest
-signal advice from its MQTT command topic to its `controller`, which keeps the
-safety bounds whatever the advice says. Only advice signed by the command key the
-device was deployed with, naming this device, unexpired and numbered above the
-last one accepted (persisted, so a restart cannot replay) counts; when no such
-valid fresh advice arrived for `fallback_after` intervals the light returns to
-its own stored plan, so replaying old genuine advice cannot keep it off its plan.
+Every second its `controller` decides the light from the lane-area zones it reads
+through TraCI/libsumo (the simulated stand-in for a real controller's detector
+cards; see `detectors`). Each interval it publishes one signed reading with the
+demand per green, and hands the latest signal advice from its MQTT command topic
+to the controller, which keeps the safety bounds whatever the advice says. Only
+advice signed by the command key the device was deployed with, naming this
+device, unexpired and numbered above the last one accepted (persisted, so a
+restart cannot replay) counts; when no such valid fresh advice arrived for
+`fallback_after` intervals the light falls back (see `SignalController.fall_back`),
+so replaying old genuine advice cannot keep steering it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from citygrid.commands import (
     refused,
 )
 from citygrid.edge.traffic.controller import SignalController
-from citygrid.edge.traffic.detectors import interval_counts
 from citygrid.mqtt import Publisher
 from citygrid.reading import Reading, sign_reading
 from citygrid.settings import TrafficSettings
@@ -104,6 +104,10 @@ class IntersectionAgent:
             return None
         return advice
 
+    def step(self, now_s: float) -> None:
+        """One second of the light's own decisions (the advice only bounds them)."""
+        self.controller.step(now_s)
+
     def tick(self, ts_ms: int) -> Reading:
         """One interval: publish the approach counts, then run the newest advice or fall back."""
         reading = self._publish_counts(ts_ms)
@@ -116,18 +120,16 @@ class IntersectionAgent:
                 return reading
             except AdviceRejected as exc:
                 self._refuse(str(exc))
-        # No valid fresh advice this interval: after `fallback_after` of them the light runs its own plan.
+        # No valid fresh advice this interval: after `fallback_after` of them the light drops the advice.
         self.since_advice += 1
         if self.controller.advised and self.since_advice >= self.bounds.fallback_after:
             self.controller.fall_back()
         return reading
 
     def _publish_counts(self, ts_ms: int) -> Reading:
-        values = interval_counts(self.controller.sim, self.controller.layout)
-        values["vehicles"] = sum(values.values())
-        # Named to sort after the lane counts: the generic learner follows a device's first value.
-        values["plan_advised"] = 1.0 if self.controller.advised else 0.0
-        values["plan_intergreen_s"] = self.controller.layout.intergreens_s
+        demand = self.controller.reading_values()
+        # `vehicles` is the value the stream's generic learner follows for traffic devices.
+        values = {"vehicles": sum(v for k, v in demand.items() if k.startswith("d.")), **demand}
         model = self.scorer.score(ts_ms, values) if self.scorer else None
         reading = Reading(device=self.key.device_id, seq=self.seq, ts_ms=ts_ms, kind="traffic",
                           values=values, model=model)

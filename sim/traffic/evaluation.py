@@ -1,191 +1,126 @@
-"""Closed-loop evaluation: the same SUMO scenario and seeds under fixed time, SUMO's actuated lights, and
-citygrid's advice.
+"""Closed-loop evaluation on any SUMO scenario: the same demand and seeds under the map's own fixed
+plans, SUMO's actuated control (on the own plans, and on netconvert's rebuilt programs), a reference
+max-pressure, and citygrid.
 
-The advice mode runs the very code of the live loop (the edge's SignalController
-and interval_counts, the stream's Advisor) but in-process with libsumo instead
-of through MQTT and Kafka, so fifteen two-hour runs fit in a couple of minutes;
-the integration test covers the same loop over the real brokers.
+Every mode loads the same lane-area detectors (so all see the same network), and
+the two controllers driven from Python run the very code of the live loop (the
+edge's SignalController, the stream's Advisor) in-process with libsumo instead of
+through MQTT and Kafka; the integration test covers the same loop over the real
+brokers. One run per process (libsumo is one simulation per process).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import multiprocessing
-import shutil
-import statistics
-import subprocess
+import os
 import time
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
+from citygrid.commands import SignalAdvice
 from citygrid.edge.traffic.controller import SignalController
-from citygrid.edge.traffic.detectors import interval_counts
 from citygrid.reading import Reading
 from citygrid.settings import CitygridSettings
-from citygrid.sim.traffic.scenario import Scenario, build, sumo_home
-from citygrid.storage import atomic_write
-from citygrid.stream.errors import StreamError
+from citygrid.sim.traffic.metrics import trip_stats
+from citygrid.sim.traffic.networks import Case, Prepared, prepare
 from citygrid.stream.traffic.advice import Advisor
 
-MODES = ("fixed", "actuated", "citygrid")
+MODES = ("fixed", "actuated", "actuated-rebuilt", "max-pressure", "citygrid-edge", "citygrid")
+# Which edge policy each Python-driven mode runs; "citygrid" adds the stream's advice to the edge's rule.
+POLICY = {"max-pressure": "max-pressure", "citygrid-edge": "citygrid", "citygrid": "citygrid"}
 EPOCH_MS = 1_767_225_600_000  # 2026-01-01: simulated time is stamped from here
+MAX_DEVICE_ID = 64  # the reading's device id limit
 
 
-class TrafficEvaluationError(StreamError):
-    """The SUMO scenario could not be prepared or run; the message says which step failed."""
+def device_name(tls: str) -> str:
+    """The reading's device id for a light: its own id, or a stable digest of one too long for a device id."""
+    if len(tls) <= MAX_DEVICE_ID:
+        return tls
+    return "tls-" + hashlib.sha256(tls.encode()).hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class LoopFiles:
-    """The edge's scenario plus what the closed loop adds: silent detectors and an actuated network."""
-
-    folder: Path
-    net: Path
-    actuated_net: Path
-    routes: Path
-    detectors: Path
-
-
-def prepare(cache_dir: Path, scenario: Scenario) -> LoopFiles:
-    """Build (once) the scenario and, next to it, the loop's detectors and SUMO's actuated variant."""
-    base = build(cache_dir, scenario)
-    own = base.with_name(base.name + ".loop")
-    files = LoopFiles(base, base / "net.net.xml", own / "actuated.net.xml", base / "routes.rou.xml",
-                      own / "loops.add.xml")
-    if files.actuated_net.exists() and files.detectors.exists():
-        return files
-    own.mkdir(parents=True, exist_ok=True)
-    # The same loops as the edge scenario, but the counts are read over TraCI, not written to disk
-    # (and the edge's cached detector output must stay untouched).
-    loops = ET.parse(base / "detectors.add.xml")
-    for loop in loops.getroot().iter("inductionLoop"):
-        loop.set("file", "NUL")
-        loop.set("period", str(scenario.interval_s))
-    atomic_write(files.detectors, ET.tostring(loops.getroot()))
-    out = own / "netconvert.out.xml"
-    proc = subprocess.run([str(sumo_home() / "bin" / "netconvert"), "-s", str(files.net), "--tls.rebuild",
-                           "--tls.default-type", "actuated", "-o", str(out)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        shutil.rmtree(own, ignore_errors=True)
-        raise TrafficEvaluationError(f"netconvert could not build the actuated network: {proc.stderr[-800:]}")
-    # Written last and atomically: its presence is what marks the loop's files as complete.
-    atomic_write(files.actuated_net, out.read_bytes())
-    out.unlink()
-    return files
+def sumo_command(p: Prepared, mode: str, seed: int, tripinfo: Path) -> list[str]:
+    """The SUMO command line of one run: the same demand, detectors and seed; the control differs."""
+    c = p.case
+    net = p.rebuilt_net if mode == "actuated-rebuilt" else c.net
+    adds = [*c.additionals, p.detectors] + ([p.actuated_own] if mode == "actuated" else [])
+    cmd = ["sumo", "-n", str(net), "--additional-files", ",".join(str(a) for a in adds),
+           "--seed", str(seed), "--begin", str(c.begin), "--end", str(c.end), "--no-step-log", "true",
+           "--no-warnings", "true", "--duration-log.disable", "true", "--time-to-teleport", "300",
+           "--tripinfo-output", str(tripinfo), "--tripinfo-output.write-unfinished", "true",
+           "--tripinfo-output.write-undeparted", "true"]
+    if c.routes:
+        cmd += ["-r", ",".join(str(r) for r in c.routes)]
+    return cmd
 
 
-def sumo_command(files: LoopFiles, mode: str, seed: int, end_s: int, tripinfo: Path) -> list[str]:
-    """The SUMO command line of one run (the network differs by mode, nothing else does)."""
-    net = files.actuated_net if mode == "actuated" else files.net
-    return ["sumo", "-n", str(net), "-r", str(files.routes), "-a", str(files.detectors),
-            "--seed", str(seed), "--begin", "0", "--end", str(end_s), "--no-step-log", "true",
-            "--no-warnings", "true", "--duration-log.disable", "true", "--time-to-teleport", "300",
-            "--tripinfo-output", str(tripinfo), "--tripinfo-output.write-unfinished", "true"]
-
-
-def run_one(files: LoopFiles, mode: str, seed: int, end_s: int, s: CitygridSettings, out_dir: Path) -> dict:
-    """One SUMO run in this process (libsumo is one simulation per process); its trip statistics."""
+def run_one(p: Prepared, mode: str, seed: int, s: CitygridSettings, out_dir: Path) -> dict:
+    """One SUMO run in this process; its trip statistics."""
     import libsumo as sim
 
-    tripinfo = out_dir / f"tripinfo-{mode}-{seed}.xml"
+    # The process id too: two evaluations sharing a cache must not write one file.
+    tripinfo = out_dir / f"tripinfo-{p.case.name}-{mode}-{seed}-{os.getpid()}.xml"
     t0 = time.perf_counter()
-    sim.start(sumo_command(files, mode, seed, end_s, tripinfo))
+    sim.start(sumo_command(p, mode, seed, tripinfo))
     try:
-        if mode == "citygrid":
-            _advised_run(sim, s, end_s)
+        if mode in POLICY:
+            controlled_run(sim, s, p.case.end, POLICY[mode], advised=mode == "citygrid")
         else:
-            while sim.simulation.getTime() < end_s:
-                sim.simulationStep()
+            sim.simulationStep(float(p.case.end))
     finally:
         sim.close()
-    stats = trip_stats(tripinfo, end_s)
+    stats = trip_stats(tripinfo, p.case.begin, p.case.end)
     tripinfo.unlink()
-    return {"mode": mode, "seed": seed, "wall_s": round(time.perf_counter() - t0, 2), **stats}
+    return {"case": p.case.name, "mode": mode, "seed": seed, "wall_s": round(time.perf_counter() - t0, 2),
+            **stats}
 
 
-def _advised_run(sim, s: CitygridSettings, end_s: int) -> None:
-    advisor = Advisor(s.traffic, s.stream)
-    lights = {tls: SignalController(sim, tls, s.traffic) for tls in sim.trafficlight.getIDList()}
-    seqs = dict.fromkeys(lights, 0)
-    step = s.traffic.interval_s
-    for t in range(step, end_s + 1, step):
-        sim.simulationStep(float(t))
-        for tls, light in lights.items():
-            values = interval_counts(sim, light.layout)
-            values["plan_intergreen_s"] = light.layout.intergreens_s
-            reading = Reading(device=tls, seq=seqs[tls], ts_ms=EPOCH_MS + t * 1000, kind="traffic",
-                              values=values)
-            seqs[tls] += 1
+def controlled_run(sim, s: CitygridSettings, end_s: int, policy: str, advised: bool,
+                   log: list[tuple[str, float, tuple[float, ...]]] | None = None,
+                   epoch_ms: int = EPOCH_MS) -> list[SignalController]:
+    """Every light decided each second by the edge controller; with `advised`, the stream's advice too.
+
+    As in the live loop, the advice made from one interval's reading is applied at the next interval
+    (the intersection publishes, then takes the advice that arrived since its last reading).
+    Readings are stamped `epoch_ms` plus the simulated time.
+    """
+    lights = [SignalController(sim, tls, s.traffic, policy, autonomous=True)
+              for tls in sim.trafficlight.getIDList()]
+    advisor = Advisor(s.traffic, s.stream) if advised else None
+    pending: dict[str, SignalAdvice] = {}
+    seq = 0
+    now = begin = sim.simulation.getTime()
+    while now < end_s:
+        sim.simulationStep()
+        now = sim.simulation.getTime()
+        for light in lights:
+            light.step(now)
+        if advisor is None or int(now - begin) % s.traffic.interval_s:
+            continue
+        for light in lights:
+            reading = Reading(device=device_name(light.tls), seq=seq, ts_ms=epoch_ms + int(now * 1000),
+                              kind="traffic", values=light.reading_values())
+            if light.tls in pending:
+                light.apply(pending.pop(light.tls))
             advice = advisor.advise(reading)
             if advice is not None:
-                light.apply(advice)
+                pending[light.tls] = advice
+                if log is not None:
+                    log.append((light.tls, now, advice.greens_s))
+        seq += 1
+    return lights
 
 
-def trip_stats(tripinfo: Path, end_s: int) -> dict:
-    """Mean waiting and travel time over every vehicle that entered (unfinished ones count too)."""
-    trips = list(ET.parse(tripinfo).getroot().iter("tripinfo"))
-    if not trips:
-        raise TrafficEvaluationError(f"{tripinfo} has no trips; the scenario inserted no vehicles")
-    waiting = [float(t.get("waitingTime")) for t in trips]
-    travel = [float(t.get("duration")) for t in trips]
-    arrived = sum(1 for t in trips if float(t.get("arrival")) >= 0)
-    return {"vehicles": len(trips), "mean_waiting_s": statistics.fmean(waiting),
-            "mean_travel_s": statistics.fmean(travel), "throughput_veh_h": arrived * 3600.0 / end_s}
-
-
-def evaluate(cache_dir: Path, seeds: list[int], hours: float, s: CitygridSettings, workers: int = 2) -> dict:
-    """Every mode on every seed (in parallel worker processes); the runs and the per-mode summary."""
+def evaluate(cache_dir: Path, cases: list[Case], seeds: list[int], s: CitygridSettings,
+             workers: int = 1, modes: tuple[str, ...] = MODES) -> list[dict]:
+    """Every mode on every seed of every case (a fresh process per run); the runs' statistics."""
     out_dir = Path(cache_dir) / "sumo" / "evaluation"
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = []
-    for seed in seeds:
-        scenario = Scenario(seed=seed, hours=hours, interval_s=s.traffic.interval_s)
-        files = prepare(Path(cache_dir) / "sumo", scenario)
-        jobs += [(files, mode, seed, int(hours * 3600), s, out_dir) for mode in MODES]
+    for case in cases:
+        p = prepare(Path(cache_dir) / "sumo", case)
+        jobs += [(p, mode, seed, s, out_dir) for seed in seeds for mode in modes]
     # fork: libsumo is never started in the parent, and spawn would re-run a script's main module
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers, maxtasksperchild=1) as pool:  # a fresh process per libsumo run
-        runs = pool.starmap(run_one, jobs)
-    return {"seeds": seeds, "hours": hours, "runs": runs, "summary": summarise(runs)}
-
-
-def summarise(runs: list[dict]) -> dict:
-    """Mean and standard deviation over seeds of each metric, per mode, and advice's relative gains."""
-    summary: dict = {}
-    for mode in MODES:
-        rows = [r for r in runs if r["mode"] == mode]
-        summary[mode] = {
-            m: {"mean": statistics.fmean(r[m] for r in rows),
-                "std": statistics.stdev([r[m] for r in rows]) if len(rows) > 1 else 0.0}
-            for m in ("mean_waiting_s", "mean_travel_s", "throughput_veh_h")
-        }
-    wait = {m: summary[m]["mean_waiting_s"]["mean"] for m in MODES}
-    summary["waiting_reduction"] = {
-        base: 1.0 - wait["citygrid"] / wait[base] if wait[base] > 0 else 0.0 for base in ("fixed", "actuated")
-    }
-    return summary
-
-
-def write_report(result: dict, path_md: Path) -> None:
-    """The Markdown table and the JSON it was made from."""
-    atomic_write(path_md.with_suffix(".json"), json.dumps(result, indent=1))
-    s = result["summary"]
-    lines = [
-        "# Traffic closed loop: evaluation",
-        "",
-        f"Generated by `citygrid traffic evaluate`: {len(result['seeds'])} seeds ({result['seeds']}), "
-        f"{result['hours']} h morning-peak scenario on the edge's 3x3 signalised grid; mean ± standard "
-        "deviation over seeds. Waiting and travel time are per vehicle, unfinished vehicles included.",
-        "",
-        "| control | mean waiting (s) | mean travel (s) | throughput (veh/h) |",
-        "|---|---|---|---|",
-    ]
-    for mode in MODES:
-        cells = [f"{s[mode][m]['mean']:.2f} ± {s[mode][m]['std']:.2f}"
-                 for m in ("mean_waiting_s", "mean_travel_s", "throughput_veh_h")]
-        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
-    red = s["waiting_reduction"]
-    lines += ["", f"Waiting time with citygrid's advice: {red['fixed']:.1%} below fixed time (target 30%), "
-              f"{red['actuated']:.1%} below SUMO's actuated control (target 15%).", ""]
-    atomic_write(path_md, "\n".join(lines))
+    with ctx.Pool(workers, maxtasksperchild=1) as pool:
+        return pool.starmap(run_one, jobs, chunksize=1)

@@ -27,6 +27,9 @@ from citygrid.settings import child_env
 # Vehicles inserted per hour over the run, in equal slices: a ramp to a morning peak
 # and back, roughly the shape of an urban weekday 07:00-09:00.
 MORNING_PEAK_VEH_PER_H = (500, 800, 1200, 1700, 2000, 1800, 1300, 900)
+# Demand levels of the traffic evaluation: the morning peak above, scaled. Light is the single-lane
+# grid's everyday peak, heavy keeps its busiest junctions near capacity, saturated is beyond it.
+DEMAND_LEVELS = {"light": 1.0, "heavy": 1.5, "saturated": 2.0}
 DETECTOR_SETBACK_M = 30.0  # loops sit this far before the stop line, as on real approaches
 
 
@@ -41,6 +44,14 @@ class Scenario:
     hours: float = 2.0
     interval_s: int = 60
     peak: tuple[int, ...] = MORNING_PEAK_VEH_PER_H
+
+    @classmethod
+    def at(cls, level: str, **kw: object) -> Scenario:
+        """The scenario at a named demand level (see DEMAND_LEVELS)."""
+        if level not in DEMAND_LEVELS:
+            raise ValueError(f"unknown demand level {level!r}; use one of {sorted(DEMAND_LEVELS)}")
+        scale = DEMAND_LEVELS[level]
+        return cls(peak=tuple(round(v * scale) for v in MORNING_PEAK_VEH_PER_H), **kw)
 
     def key(self) -> str:
         """Stable folder name: any parameter change builds a new scenario."""

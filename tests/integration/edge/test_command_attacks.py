@@ -30,7 +30,8 @@ from citygrid.mqtt import Publisher, PublishError, mqtt_client
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
-from citygrid.sim.traffic.evaluation import prepare, sumo_command
+from citygrid.sim.traffic.evaluation import sumo_command
+from citygrid.sim.traffic.networks import grid_case, prepare
 from citygrid.sim.traffic.scenario import Scenario
 from citygrid.topics import model_updates_topic
 
@@ -135,8 +136,9 @@ class Light:
 
 @pytest.fixture
 def light(live: CitygridSettings, tmp_path: Path) -> Iterator[Light]:
-    files = prepare(live.paths.cache_dir / "sumo", Scenario(seed=1, interval_s=live.traffic.interval_s))
-    sim.start(sumo_command(files, "citygrid", 1, 3600, tmp_path / "tripinfo.xml"))
+    cache = live.paths.cache_dir / "sumo"
+    case = grid_case(cache, Scenario(seed=1, interval_s=live.traffic.interval_s), "grid")
+    sim.start(sumo_command(prepare(cache, case), "citygrid", 1, tmp_path / "tripinfo.xml"))
     the_light = None
     try:
         the_light = Light(live, tmp_path)

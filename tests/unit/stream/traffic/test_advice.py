@@ -1,4 +1,5 @@
-"""Signal advice without SUMO or brokers: Webster's plan, the advisor's forecasts, the signed wire format."""
+"""Signal advice without SUMO or brokers: green ceilings from forecast demand, the advisor's forecasts,
+the signed wire format."""
 
 from __future__ import annotations
 
@@ -11,28 +12,20 @@ from citygrid.errors import ConfigError
 from citygrid.reading import Reading
 from citygrid.settings import CitygridSettings, StreamSettings, TrafficSettings
 from citygrid.signing import DeviceKey
-from citygrid.stream.traffic.advice import Advisor, phase_lanes, webster
+from citygrid.stream.traffic.advice import HEADROOM, Advisor, ceilings
 from citygrid.stream.traffic.advisor import TrafficAdvisor
 
 B = TrafficSettings()
 T0 = 1_767_225_600_000
 
 
-def test_webster_gives_the_busier_phase_more_green_and_a_longer_cycle_under_more_demand() -> None:
-    light_cycle, light = webster([0.05, 0.05], 6.0, B)
-    heavy_cycle, heavy = webster([0.45, 0.15], 6.0, B)
-    assert light == pytest.approx([light[0]] * 2)
-    assert heavy[0] > heavy[1] >= B.min_green_s
-    assert heavy_cycle > light_cycle
-    # Webster: C0 = (1.5 L + 5) / (1 - Y) with L = 2 phases x 4 s lost, Y = 0.6 -> 42.5 s
-    assert heavy_cycle == pytest.approx((1.5 * 8 + 5) / (1 - 0.6))
-    assert sum(heavy) == pytest.approx(heavy_cycle - 6.0)
-
-
-def test_webster_caps_a_saturated_intersection_at_the_maximum_cycle() -> None:
-    cycle, greens = webster([0.6, 0.5], 6.0, B)
-    assert cycle == B.max_cycle_s
-    assert sum(greens) == pytest.approx(B.max_cycle_s - 6.0)
+def test_ceilings_split_the_cycle_by_forecast_demand_with_headroom_within_bounds() -> None:
+    budget, greens = ceilings([30.0, 10.0], 6.0, B)
+    assert budget == B.max_cycle_s - 6.0
+    assert greens[0] == B.max_green_s  # 2 x 3/4 of the budget: capped at the device's max green
+    assert greens[1] == pytest.approx(HEADROOM * budget / 4)
+    assert ceilings([0.0, 0.0], 6.0, B)[1] == [B.max_green_s] * 2  # no demand seen: no cap
+    assert ceilings([100.0, 0.0], 6.0, B)[1][1] == B.min_green_s  # never below the minimum green
 
 
 def test_advice_travels_signed_and_garbage_is_refused(tmp_path: Path) -> None:
@@ -52,20 +45,23 @@ def test_the_advisor_refuses_to_start_without_the_command_key(settings: Citygrid
         TrafficAdvisor(settings)
 
 
-def _reading(seq: int, ns: float, ew: float) -> Reading:
+def _reading(seq: int, main: float, side: float, phases: int = 2) -> Reading:
     return Reading(device="dlight", seq=seq, ts_ms=T0 + seq * 60_000, kind="traffic",
-                   values={"n.0.north_0": ns, "n.0.south_0": ns / 2, "n.1.east_0": ew,
-                           "plan_intergreen_s": 6.0, "vehicles": 1.5 * ns + ew})
+                   values={"d.0": main, "d.1": side, "plan_phases": float(phases), "plan_intergreen_s": 6.0,
+                           "vehicles": main + side})
 
 
-def test_advisor_learns_the_approaches_and_favours_the_busy_one() -> None:
-    assert phase_lanes(_reading(0, 1, 1).values) == {"north_0": 0, "south_0": 0, "east_0": 1}
+def test_advisor_learns_each_greens_demand_and_caps_the_quiet_one() -> None:
     advisor = Advisor(B, StreamSettings())
     advice = None
     for seq in range(30):
-        advice = advisor.advise(_reading(seq, 12.0, 3.0))
+        advice = advisor.advise(_reading(seq, 12.0, 2.0))
     assert advice is not None and advice.device == "dlight"
-    assert advice.greens_s[0] > advice.greens_s[1]
+    assert len(advice.greens_s) == 2 and advice.greens_s[0] > advice.greens_s[1]
     assert advice.issued_ms == T0 + 30 * 60_000
     # A redelivered reading (same seq) is not learned twice and produces no advice.
-    assert advisor.advise(_reading(29, 12.0, 3.0)) is None
+    assert advisor.advise(_reading(29, 12.0, 2.0)) is None
+    # The light says how many greens it has, even when the last one saw no demand.
+    assert len(advisor.advise(_reading(30, 5.0, 0.0)).greens_s) == 2
+    # A light with nothing to switch gets no advice.
+    assert Advisor(B, StreamSettings()).advise(_reading(0, 5.0, 0.0, phases=1)) is None
