@@ -5,7 +5,8 @@ A participant (a household, a shop, the grid operator) is enrolled once, by name
 - `order_key`: the ed25519 public key (hex) its orders must be signed with (its bidder holds the secret);
 - `bus`: the grid bus it is connected at, which says which feeder and grid levels its trades cross;
 - `devices`: the meters and PV inverters whose forecasts make its orders;
-- `buy_limit` / `sell_limit`: what its bidder offers to pay / accept per Wh (planck).
+- `buy_limit` / `sell_limit`: what its bidder offers to pay / accept per Wh (planck);
+- `battery`: its home battery, if any: the physical limits its bidder schedules it within.
 
 The file (`paths.participants`, JSON {name: entry}) is public data: addresses and public keys only, never
 a secret. Names are short and plain (letters, digits, `_ . -`) because every order id starts with
@@ -20,7 +21,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from citygrid.errors import ConfigError
 from citygrid.storage import atomic_write
@@ -37,6 +38,31 @@ class UnknownParticipant(ConfigError, reason="unknown_participant"):
     """A name (or address) that is not an enrolled participant."""
 
 
+class Battery(BaseModel):
+    """A participant's home battery: the physical limits its scheduler keeps to (citygrid.stream.battery).
+
+    The fields are SimBench's storage columns (max_e_mwh, max_p_mw, efficiency_percent, soc bounds,
+    self-discharge_percent_per_day) in a household's units. SimBench's own storage units (the
+    "PV_Storage" of its future scenarios) hold 2 h of their power, charge and discharge at 95 % each
+    way and lose 0.13 % a day: the defaults here.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    capacity_wh: float = Field(gt=0)
+    power_w: float = Field(gt=0)  # the most it charges or discharges, at its AC terminals
+    efficiency: float = Field(default=0.95, gt=0, le=1)  # each way: the round trip keeps efficiency²
+    min_soc: float = Field(default=0.0, ge=0, le=1)
+    max_soc: float = Field(default=1.0, ge=0, le=1)
+    self_discharge_per_day: float = Field(default=0.0013, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _soc_bounds(self) -> Battery:
+        if self.min_soc >= self.max_soc:
+            raise ValueError(f"min_soc {self.min_soc} must be below max_soc {self.max_soc}")
+        return self
+
+
 class Participant(BaseModel):
     """One enrolled participant (see the module docstring for each field's use)."""
 
@@ -48,6 +74,7 @@ class Participant(BaseModel):
     devices: tuple[str, ...] = ()
     buy_limit: int = Field(default=0, ge=0, le=MAX_INT64)
     sell_limit: int = Field(default=0, ge=0, le=MAX_INT64)
+    battery: Battery | None = None
 
     @property
     def order_public_key(self) -> bytes:
@@ -85,7 +112,7 @@ class Participants:
         except (OSError, ValueError, TypeError, ValidationError) as exc:
             raise ConfigError(
                 f"participants registry {path} is unreadable: {str(exc)[:300]}; expected JSON "
-                '{name: {"address", "order_key", "bus", "devices", "buy_limit", "sell_limit"}} '
+                '{name: {"address", "order_key", "bus", "devices", "buy_limit", "sell_limit", "battery"}} '
                 "(CITYGRID_PATHS__PARTICIPANTS; `citygrid market enrol` writes it)") from exc
 
     def save(self, path: Path) -> None:

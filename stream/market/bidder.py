@@ -3,7 +3,9 @@
 `citygrid market bid --participant NAME --key-file FILE` runs as the participant (it may run on the
 participant's own machine): it holds that one participant's order key and nobody else's, reads the
 forecasts topic under its own consumer group, keeps the net position of the participant's devices per
-interval (`ForecastPositions`), and publishes each revised position as an order signed with its key,
+interval with its P10/P50/P90 (`ForecastPositions`), and publishes what the order rule trades of it
+(citygrid.stream.bidding: offer what it is confident to deliver, bid for what it is confident to need;
+a participant with a battery first plans it from the same forecasts) as an order signed with its key,
 keyed by interval. Every revision carries a higher nonce (microseconds of the wall clock, and never
 below the last one + 1), so the market books the latest and refuses a replay of an older one; each
 order expires when its interval's gate closes.

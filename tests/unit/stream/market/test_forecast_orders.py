@@ -48,7 +48,7 @@ def test_other_devices_other_values_and_group_forecasts_are_not_the_participants
     pos.update(_fc("meter-a", "meter", 1.0, ts_ms=T0 + INTERVAL_S * 1000))
     pos.update(_fc("meter-a", "meter", 1.0))
     pos.forget_before(T0 + INTERVAL_S * 1000)
-    assert list(pos.kw) == [T0 + INTERVAL_S * 1000]
+    assert list(pos.positions) == [T0 + INTERVAL_S * 1000]
 
 
 def _settings(tmp_path: Path, key: DeviceKey) -> CitygridSettings:
