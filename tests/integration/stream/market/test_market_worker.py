@@ -45,8 +45,8 @@ def _expected(m: Market, start: int, signed: list[bytes]) -> tuple[list[Trade], 
     result = clear([s.unverified_order() for s in book], m.s.market.grid_fee, mechanism, start)
     from citygrid.interval_records import ClearingPrice
 
-    return result.trades, summarize(start, Mechanism(m.s.market.mechanism), book,
-                                    ClearingPrice.of(result.clearing_price, result.certificate), result.trades)
+    price = ClearingPrice.of(result.clearing_price, result.certificate)
+    return result.trades, summarize(start, Mechanism(m.s.market.mechanism), book, price, result.trades)
 
 
 def _next_start(m: Market, lead_intervals: int = 2) -> int:
