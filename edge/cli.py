@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,6 +13,9 @@ from citygrid.edge.drivers import Driver
 from citygrid.observability import serve_metrics
 from citygrid.settings import CitygridSettings, get_settings
 from citygrid.signing import DeviceKey, DeviceRegistry
+
+if TYPE_CHECKING:
+    from citygrid.edge.model_update import ModelStore
 
 app = typer.Typer()
 console = Console()
@@ -29,8 +33,25 @@ def keygen(out: Path = typer.Argument(..., help="Where to write the device's sec
     console.print(key.device_id)
 
 
+def install_release_model(models: ModelStore, model: Path) -> None:
+    """Make the model a release ships current on the release's first start (a model that does not load
+    stops the agent here, so the release never publishes and the deploy rolls it back); later starts
+    of the same release keep whatever model updates installed since."""
+    import hashlib
+
+    from citygrid.storage import atomic_write
+
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    marker = models.dir / "release-model.sha256"
+    if marker.exists() and marker.read_text().strip() == digest:
+        return
+    models.install(model)
+    atomic_write(marker, digest)
+
+
 def run_agent(s: CitygridSettings, key: Path, outbox: Path, driver_for: Callable[[int], Driver],
-              district: str, until_seq: int | None, commit_every: int, with_models: bool) -> None:
+              district: str, until_seq: int | None, commit_every: int, with_models: bool,
+              release_model: Path | None = None) -> None:
     """Run one agent until its driver ends (or `until_seq`); `driver_for(first_seq)` makes its driver,
     so a restarted device measures on from where it stopped."""
     from citygrid.edge.agent import EdgeAgent
@@ -49,6 +70,8 @@ def run_agent(s: CitygridSettings, key: Path, outbox: Path, driver_for: Callable
     if with_models:
         models = ModelStore(s.paths.models_dir, bytes.fromhex(s.edge.command_public_key),
                             s.edge.intra_op_threads, s.edge.max_model_update_bytes, s.edge.command_max_skew_s)
+        if release_model is not None and release_model.exists():
+            install_release_model(models, release_model)
     agent = EdgeAgent(device, driver, pub, district, outbox=box, models=models,
                       updates_topic=model_updates_topic(s.edge.model_updates_topic, device.device_id)
                       if models else None,
@@ -70,13 +93,15 @@ def run(key: Path = typer.Option(..., help="The device's key file."),
         district: str = typer.Option("d1", help="District in the readings topic."),
         commit_every: int = typer.Option(1, help="Readings per outbox transaction."),
         with_models: bool = typer.Option(False, help="Score with the models in the models directory."),
+        release_model: Path = typer.Option(None, help="The model the deployed release ships (if the file "
+                                           "exists): made current on the release's first start."),
         ) -> None:
     """Run the device's agent: its meter through the model, outbox and MQTT."""
     from citygrid.edge.modbus_meter import ModbusMeter
 
     host, port = modbus.rsplit(":", 1)
     run_agent(get_settings(), key, outbox, lambda _first: ModbusMeter(host, int(port)), district,
-              until_seq, commit_every, with_models)
+              until_seq, commit_every, with_models, release_model)
 
 
 @app.command()

@@ -69,9 +69,11 @@ class ModelStore:
         return model
 
     def install(self, source: Path, serial: int = 0) -> OnnxModel:
-        """Install a local model file as current (provisioning, or the deploy's first model)."""
+        """Install a local model file as current (provisioning, or the deploy's first model). It never
+        lowers the serial an update must exceed, so a redeploy cannot reopen a replayed old update."""
         model = OnnxModel(source, self.threads)
         data = Path(source).read_bytes()
+        serial = max(serial, self._state().get("serial") or 0)
         return self._activate(f"{model.name}-{serial}-{hashlib.sha256(data).hexdigest()[:8]}.onnx",
                               data, serial)
 

@@ -4,11 +4,15 @@ manage each device's identity."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from citygrid.settings import get_settings
+
+if TYPE_CHECKING:
+    from citygrid.ops.release import Release
 
 edge = typer.Typer()
 console = Console()
@@ -17,43 +21,94 @@ console = Console()
 @edge.command()
 def deploy(devices: Path = typer.Argument(..., help="YAML: a `devices:` list (see citygrid.ops.deploy)."),
            known_hosts: Path = typer.Option(None, help="known_hosts file with the devices' host keys."),
+           wheel: Path = typer.Option(None, help="The citygrid wheel to install (default: built from this "
+                                      "checkout)."),
+           model: Path = typer.Option(None, help="An ONNX model the release ships, made current on its "
+                                      "first start (from `citygrid edge train`)."),
+           wait_s: float = typer.Option(180.0, help="How long each device has for its first reading to "
+                                        "reach Kafka before it is rolled back; 0: do not wait."),
+           batch_size: int = typer.Option(4, min=1, help="Devices deployed in parallel after the canary."),
            provisioned_site: str = typer.Option(None, help="For devices with deps: provisioned, the "
                                                 "site-packages directory provisioned on them."),
            ) -> None:
-    """Install or upgrade the agent on every listed device over SSH; a failed device is rolled back.
+    """Install or upgrade the agent on every listed device over SSH, the first device as the canary,
+    then the rest in parallel batches; each is proven by its first signed reading in Kafka, or rolled
+    back.
 
     Each device gets its own broker identity (the credentials `citygrid edge enroll` wrote beside its
     key), the broker's CA (CITYGRID_MQTT__CA_FILE) and the command public key it trusts
     (CITYGRID_EDGE__COMMAND_PUBLIC_KEY, or the public half of CITYGRID_TRAFFIC__COMMAND_KEY_FILE)."""
-    import yaml
+    from functools import partial
 
-    from citygrid.ops.deploy import (
-        DeployError,
-        Device,
-        DeviceTrust,
-        agent_env,
-        deploy_device,
-        release_archive,
-    )
+    from citygrid.errors import CitygridError
+    from citygrid.ops.deploy import deploy_device
+    from citygrid.ops.device_config import DeviceTrust, agent_env, load_devices
+    from citygrid.ops.first_reading import FirstReadingGate
+    from citygrid.ops.rollout import roll_out
 
     s = get_settings()
-    spec = yaml.safe_load(devices.read_text())
     try:
-        trust = DeviceTrust.from_settings(s)
-    except DeployError as exc:
+        fleet, trust, release = load_devices(devices), DeviceTrust.from_settings(s), _release(wheel, model)
+    except CitygridError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
-    archive, env = release_archive(), agent_env(s)
-    failed = 0
-    for entry in spec["devices"]:
-        try:
-            d = Device.parse({**spec.get("defaults", {}), **entry})
-            release = deploy_device(d, archive, env, trust, known_hosts, provisioned_site)
-            console.print(f"{d.name}: release {release}")
-        except DeployError as exc:
-            failed += 1
-            console.print(f"[red]{exc}[/]")
-    raise typer.Exit(1 if failed else 0)
+    gate = FirstReadingGate(s.kafka, wait_s) if wait_s > 0 else None
+    run = partial(deploy_device, release=release, agent_env=agent_env(s), trust=trust,
+                  known_hosts=known_hosts, provisioned_site=provisioned_site, gate=gate)
+    result = roll_out(fleet, run, batch_size, on_result=_print_deployed)
+    for name in result.skipped:
+        console.print(f"{name}: not deployed (the rollout stopped after a failed batch)")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _release(wheel: Path | None, model: Path | None) -> Release:
+    from citygrid.ops.errors import ReleaseError
+    from citygrid.ops.release import Release, build_wheel, project_root
+
+    if wheel is None:
+        project = project_root()
+        if project is None:
+            raise ReleaseError("citygrid runs from an installed wheel here: pass --wheel citygrid-….whl")
+        with console.status(f"building the wheel of {project}…"):
+            wheel = build_wheel(project)
+    return Release.from_files(wheel, model)
+
+
+def _print_deployed(d: object, result: object) -> None:
+    from citygrid.ops.deploy import Deployed
+
+    if not isinstance(result, Deployed):
+        console.print(f"[red]{result}[/]")
+        return
+    how = {"systemd": "restarted by systemd",
+           "run-unit": "started like its unit by run-unit.py (no systemd on the device: no sandbox)",
+           None: "not restarted"}[result.started_by]
+    proof = (f"; first reading in Kafka after {result.first_reading_s:.1f} s"
+             if result.first_reading_s is not None else "")
+    was = result.previous or "none"
+    console.print(f"{result.device}: release {result.release} (was {was}); {how}{proof}")
+
+
+@edge.command()
+def status(devices: Path = typer.Argument(..., help="YAML: the `devices:` list deployed to."),
+           known_hosts: Path = typer.Option(None, help="known_hosts file with the devices' host keys."),
+           ) -> None:
+    """Each device's release, the model its last reading carries, and how old that reading is."""
+    from rich.table import Table
+
+    from citygrid.ops.device_config import load_devices
+    from citygrid.ops.status import device_status, last_readings
+
+    s = get_settings()
+    readings = last_readings(s.kafka)
+    table = Table("device", "id", "release", "release model", "agent", "last reading", "scored by")
+    for d in load_devices(devices):
+        st = device_status(d, known_hosts, readings)
+        age = st.age_s()
+        table.add_row(st.name, st.device_id, st.release or "-", st.release_model or "-", st.agent,
+                      f"seq {st.last_seq}, {age:.0f} s ago" if age is not None else "none in Kafka",
+                      st.model or "-")
+    console.print(table)
 
 
 @edge.command()

@@ -27,6 +27,8 @@ step chain & pids+=($!)
 step mosquitto
 step sshd
 step prometheus
+if [ "$what" = all ]; then step arm64 & pids+=($!); fi  # an arm64 Debian device for the deploy tests (qemu)
 step python
+step resco  # RESCO's benchmark maps, data only, for `citygrid traffic evaluate`
 for p in "${pids[@]}"; do wait "$p"; done
 echo "[setup] $what: done in $(( $(date +%s) - start )) s" >&2

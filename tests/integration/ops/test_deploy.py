@@ -1,14 +1,15 @@
-"""`citygrid edge deploy` against a real OpenSSH server on 127.0.0.1: install, check, refuse a broken
-upgrade and stay on the working release; ship each device its broker identity, the broker's CA and the
-command key, so the deployed agent, started as its systemd unit says, publishes on the real TLS broker
-and installs a model published to it, with no secret in any unit, environment file, log or output."""
+"""`citygrid edge deploy` against a real OpenSSH server on 127.0.0.1: install the project's wheel,
+check, refuse a broken upgrade and stay on the working release; ship each device its broker identity,
+the broker's CA and the command key, so the deployed agent, started as its systemd unit says (no
+systemd here: run-unit.py), proves itself with its first reading in Kafka, publishes on the real TLS
+broker and installs a model published to it, with no secret in any unit, environment file, log or
+output."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -18,21 +19,17 @@ from pathlib import Path
 import pytest
 import structlog
 import yaml
-from support import as_service, free_port, wait_until
+from support import RunningIngest, as_service, free_port, wait_until
 
 from citygrid.devtools.local_servers import port_open
 from citygrid.mqtt import mqtt_client
-from citygrid.ops.deploy import (
-    STATE_DIR,
-    DeployError,
-    Device,
-    DeviceTrust,
-    agent_env,
-    deploy_device,
-    release_archive,
-)
+from citygrid.ops.deploy import deploy_device
+from citygrid.ops.device_config import Device, DeviceTrust, agent_env
 from citygrid.ops.enroll import Credentials, enroll_device, rotate_device
+from citygrid.ops.errors import DeployError
+from citygrid.ops.first_reading import FirstReadingGate
 from citygrid.ops.model_release import publish_model
+from citygrid.ops.release import Release
 from citygrid.reading import SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
@@ -90,42 +87,45 @@ def _device_key(tmp_path: Path, name: str = "device") -> DeviceKey:
     return key
 
 
-def test_deploy_installs_then_refuses_a_broken_upgrade(sshd, tmp_path: Path) -> None:
+def test_deploy_installs_then_refuses_a_broken_upgrade(sshd, tmp_path: Path, release: Release,
+                                                       device_roots: list[Path]) -> None:
     port, client_key, known_hosts = sshd
     key = _device_key(tmp_path)
     root = tmp_path / "device-root"
+    device_roots.append(root)
     site = _provisioned_site()
     device = Device(name="pi-test", host="127.0.0.1", port=port, user=getpass.getuser(),
                     ssh_key=client_key, device_key=tmp_path / "device.key", root=str(root),
                     python="/usr/bin/python3.11", deps="provisioned")
-    archive = release_archive()
     env = {"CITYGRID_MQTT__HOST": "10.0.0.1", "CITYGRID_MQTT__PORT": "1883"}
     trust = DeviceTrust(FAKE_CA, "ab" * 32)
 
-    release = deploy_device(device, archive, env, trust, known_hosts, provisioned_site=site)
-    assert (root / "current").resolve() == root / "releases" / release
+    done = deploy_device(device, release, env, trust, known_hosts, provisioned_site=site)
+    assert (root / "current").resolve() == root / "releases" / done.release
+    assert done.previous is None and done.started_by == "run-unit"  # no systemd here: said so
+    assert json.loads((root / "current/release.json").read_text())["release"] == done.release
     check = subprocess.run([str(root / "current/venv/bin/python"), "-m", "citygrid", "edge", "check",
                             "--key", str(root / "config/device.key")], capture_output=True, text=True,
                            # Nothing of this process's environment: the release must run on its own.
                            env={"PATH": os.defpath, "CITYGRID_PATHS__MODELS_DIR": str(root / "state/models")})
     assert check.returncode == 0, check.stderr
     assert key.device_id in check.stdout
-    assert str(root / "releases" / release / "src" / "citygrid") in check.stdout.replace("\n", "")
+    # citygrid comes from the wheel installed in the release's venv, not from the operator's checkout.
+    installed = root / "current/venv/lib/python3.11/site-packages/citygrid"
+    assert str(installed) in check.stdout.replace("\n", "")
     assert (root / "config/device.key").stat().st_mode & 0o777 == 0o600
     assert "CITYGRID_MQTT__HOST=10.0.0.1" in (root / "config/agent.env").read_text()
-    assert "ExecStart=" in (root / "config/citygrid-edge.service").read_text()
-
     unit = (root / "config/citygrid-edge.service").read_text()
-    assert "DynamicUser=yes" in unit and "NoNewPrivileges=yes" in unit
+    assert "DynamicUser=yes" in unit and "NoNewPrivileges=yes" in unit and "ExecStart=" in unit
     assert "zz-provisioned-site.pth" in str(list((root / "current/venv").rglob("*.pth")))
 
     with pytest.raises(DeployError, match="failed"):
-        deploy_device(device, archive, env, trust, known_hosts, provisioned_site="/nonexistent/site-packages")
-    assert (root / "current").resolve() == root / "releases" / release
-    assert sorted(p.name for p in (root / "releases").iterdir()) == [release]
+        deploy_device(device, release, env, trust, known_hosts, provisioned_site="/nonexistent/site-packages")
+    assert (root / "current").resolve() == root / "releases" / done.release
+    assert sorted(p.name for p in (root / "releases").iterdir()) == [done.release]
 
-    again = deploy_device(device, archive, env, trust, known_hosts, provisioned_site=site)
-    assert again == release  # idempotent
+    again = deploy_device(device, release, env, trust, known_hosts, provisioned_site=site)
+    assert again.release == done.release and again.started_by is None  # idempotent: nothing restarted
 
 
 def test_deploy_refuses_an_unknown_host_key(sshd, tmp_path: Path) -> None:
@@ -135,39 +135,13 @@ def test_deploy_refuses_an_unknown_host_key(sshd, tmp_path: Path) -> None:
     device = Device(name="impostor", host="127.0.0.1", port=port, ssh_key=client_key,
                     device_key=tmp_path / "device.key", root=str(tmp_path / "r"))
     with pytest.raises(DeployError, match="cannot SSH"):
-        deploy_device(device, b"", {}, DeviceTrust(FAKE_CA, "ab" * 32), tmp_path / "empty_known_hosts")
-
-
-def start_like_systemd(root: Path, state: Path, credentials_dir: Path, log: Path) -> subprocess.Popen:
-    """Start the deployed unit's ExecStart as systemd would (systemd is not PID 1 here): LoadCredential=
-    copies in a private credentials directory (%d, 0400), Environment= lines, then the EnvironmentFile
-    over them (systemd's precedence), and the state directory in place of StateDirectory=."""
-    unit = (root / "config/citygrid-edge.service").read_text().splitlines()
-
-    def values(key: str) -> list[str]:
-        return [line.split("=", 1)[1] for line in unit if line.startswith(key + "=")]
-
-    def expand(text: str) -> str:
-        return text.replace("%d", str(credentials_dir)).replace(STATE_DIR, str(state))
-
-    credentials_dir.mkdir(mode=0o700)
-    for spec in values("LoadCredential"):
-        name, source = spec.split(":", 1)
-        shutil.copyfile(source, credentials_dir / name)
-        (credentials_dir / name).chmod(0o400)
-    env = {"PATH": os.defpath}
-    env |= dict(spec.split("=", 1) for spec in values("Environment"))
-    (env_file,) = values("EnvironmentFile")
-    env |= dict(line.split("=", 1) for line in Path(env_file).read_text().splitlines())
-    (exec_start,) = values("ExecStart")
-    state.mkdir(mode=0o700)
-    out = open(log, "wb")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen([expand(a) for a in shlex.split(exec_start)], cwd=state, stdout=out,
-                            stderr=subprocess.STDOUT, env={k: expand(v) for k, v in env.items()})
+        deploy_device(device, Release("c.whl", b""), {}, DeviceTrust(FAKE_CA, "ab" * 32),
+                      tmp_path / "empty_known_hosts")
 
 
 def test_deployed_agent_gets_its_identity_ca_and_command_key_and_installs_a_published_model(
-        sshd, live: CitygridSettings, meter_server: int, small_model: Path, tmp_path: Path) -> None:
+        sshd, live: CitygridSettings, meter_server: int, small_model: Path, wheel: Path, tmp_path: Path,
+        device_roots: list[Path]) -> None:
     port, client_key, known_hosts = sshd
     key = DeviceKey.generate()
     key.save(tmp_path / "pi.key")
@@ -178,22 +152,48 @@ def test_deployed_agent_gets_its_identity_ca_and_command_key_and_installs_a_publ
     s = live.model_copy(update={"traffic": live.traffic.model_copy(
         update={"command_key_file": tmp_path / "command.key"})})
     root = tmp_path / "device-root"
+    device_roots.append(root)
     (tmp_path / "devices.yaml").write_text(yaml.safe_dump({"devices": [{
         "name": "pi-7", "host": "127.0.0.1", "port": port, "user": getpass.getuser(),
         "ssh_key": str(client_key),
         "device_key": str(tmp_path / "pi.key"), "root": str(root), "python": "/usr/bin/python3.11",
         "deps": "provisioned", "modbus": f"127.0.0.1:{meter_server}", "district": "d1"}]}))
+    ingest = RunningIngest(live)  # the deploy is proven by the agent's first reading in Kafka
+    try:
+        cli, rotated, secrets = _deploy_then_rotate(s, key, enrolled, authority, tmp_path, wheel, known_hosts)
+        _publishes_then_installs(s, key, authority, small_model, root)
+        status = subprocess.run([sys.executable, "-m", "citygrid", "edge", "status",
+                                 str(tmp_path / "devices.yaml"), "--known-hosts", str(known_hosts)],
+                                capture_output=True, text=True, timeout=120,
+                                env={**s.as_env(), "COLUMNS": "1000"})
+    finally:
+        ingest.close()
+    assert status.returncode == 0, status.stdout + status.stderr
+    row = next(line for line in status.stdout.splitlines() if "pi-7" in line)
+    release = (root / "current").resolve().name
+    assert key.device_id in row and release in row and "running" in row and "s ago" in row
+    assert "load_nowcast 2" in row  # the model that scored its last reading (published during the test)
+    assert "first reading in Kafka after" in cli.stdout and "no systemd on the device" in cli.stdout
+    _assert_no_secret({"agent log": (root / "run/agent.log").read_text()},
+                      {**secrets, "rotated password": rotated.password})
 
-    # The operator's CLI: its settings hold its own broker identity (here the test's ingest), never shipped.
+
+def _deploy_then_rotate(s: CitygridSettings, key: DeviceKey, enrolled: Credentials, authority: DeviceKey,
+                        tmp_path: Path, wheel: Path, known_hosts: Path
+                        ) -> tuple[subprocess.CompletedProcess, Credentials, dict[str, str]]:
+    """The operator's CLI deploys (its settings hold its own broker identity, here the test's ingest,
+    never shipped); then a rotated password reaches the device on a redeploy of the same release."""
+    root = tmp_path / "device-root"
     cli = subprocess.run([sys.executable, "-m", "citygrid", "edge", "deploy", str(tmp_path / "devices.yaml"),
-                          "--known-hosts", str(known_hosts), "--provisioned-site", _provisioned_site()],
-                         capture_output=True, text=True, timeout=180,
+                          "--known-hosts", str(known_hosts), "--provisioned-site", _provisioned_site(),
+                          "--wheel", str(wheel), "--wait-s", "90"],
+                         capture_output=True, text=True, timeout=240,
                          env={**s.as_env(), "COLUMNS": "1000"})  # no wrapping that could split a secret
     assert cli.returncode == 0, cli.stdout + cli.stderr
     config = root / "config"
     modes = {p.name: p.stat().st_mode & 0o777 for p in config.iterdir()}
     assert modes == {"agent.env": 0o600, "device.key": 0o600, "mqtt-credentials.json": 0o600,
-                     "mqtt-ca.crt": 0o644, "citygrid-edge.service": 0o644}
+                     "mqtt-ca.crt": 0o644, "citygrid-edge.service": 0o644, "run-unit.py": 0o644}
     assert all(p.stat().st_uid == os.getuid() for p in config.iterdir())  # the SSH user's (root on a device)
     assert Credentials.load(config / "mqtt-credentials.json") == enrolled
     assert (config / "mqtt-ca.crt").read_bytes() == Path(s.mqtt.ca_file).read_bytes()
@@ -209,29 +209,22 @@ def test_deployed_agent_gets_its_identity_ca_and_command_key_and_installs_a_publ
     _assert_no_secret({"cli output": cli.stdout + cli.stderr, "agent.env": (config / "agent.env").read_text(),
                        "unit": "\n".join(unit)}, secrets)
 
-    # A rotated password reaches the device on the next deploy of the same release (config only).
     rotated = rotate_device(s, key.device_id)
     atomic_write(tmp_path / "pi.key.mqtt.env", rotated.env(), mode=0o600)
     device = Device.parse(yaml.safe_load((tmp_path / "devices.yaml").read_text())["devices"][0])
     with structlog.testing.capture_logs() as logs:
-        deploy_device(device, release_archive(), agent_env(s), DeviceTrust.from_settings(s), known_hosts,
-                      _provisioned_site())
+        done = deploy_device(device, Release.from_files(wheel), agent_env(s), DeviceTrust.from_settings(s),
+                             known_hosts, _provisioned_site(), FirstReadingGate(s.kafka, 90))
     assert Credentials.load(config / "mqtt-credentials.json") == rotated
     assert any(e.get("config_changed") for e in logs)
+    # Restarted with the new password, and proven: a reading after the restart reached Kafka.
+    assert done.started_by == "run-unit" and done.first_reading_s is not None
     _assert_no_secret({"deploy logs": repr(logs)}, {**secrets, "rotated password": rotated.password})
-
-    agent = start_like_systemd(root, tmp_path / "state", tmp_path / "credentials", tmp_path / "agent.log")
-    try:
-        _publishes_then_installs(s, key, authority, small_model, tmp_path, agent)
-    finally:
-        agent.terminate()
-        agent.wait(20)
-    _assert_no_secret({"agent log": (tmp_path / "agent.log").read_text()},
-                      {**secrets, "rotated password": rotated.password})
+    return cli, rotated, secrets
 
 
 def _publishes_then_installs(s: CitygridSettings, key: DeviceKey, authority: DeviceKey, model: Path,
-                             tmp_path: Path, agent: subprocess.Popen) -> None:
+                             root: Path) -> None:
     """The deployed agent publishes signed readings as its own identity; a model published for it is
     installed and scores its next readings."""
     versions: list[str | None] = []
@@ -242,15 +235,16 @@ def _publishes_then_installs(s: CitygridSettings, key: DeviceKey, authority: Dev
     watcher.on_connect = lambda c, *_: c.subscribe(f"{s.mqtt.readings_topic}/d1/{key.device_id}", qos=1)
     watcher.connect(s.mqtt.host, s.mqtt.port)
     watcher.loop_start()
+    pid = int((root / "run/agent.pid").read_text())
     try:
         def publishing() -> bool:
-            assert agent.poll() is None, (tmp_path / "agent.log").read_text()
+            assert Path(f"/proc/{pid}").exists(), (root / "run/agent.log").read_text()
             return len(versions) >= 3
 
         wait_until(publishing, 60, "readings from the deployed agent", every_s=0.2)
         assert versions[0] is None  # no model installed yet
         released = publish_model(as_service(s, "models"), model, [key.device_id], authority)
-        state = tmp_path / "state" / "models" / "state.json"
+        state = root / "state" / "models" / "state.json"
         wait_until(lambda: state.exists() and json.loads(state.read_text())["serial"] == released.serial,
                    30, "the deployed agent to install the published model", every_s=0.2)
         wait_until(lambda: "2" in versions, 30, "a reading scored by the published model", every_s=0.2)

@@ -103,3 +103,13 @@ def test_model_that_does_not_load_keeps_the_current(store: ModelStore, operator)
 def test_no_command_key_accepts_nothing(models, operator, tmp_path: Path) -> None:
     with pytest.raises(CommandRejected, match="no command key"):
         ModelStore(tmp_path / "bare").apply(update(models["2"], "2", 2, operator), ME)
+
+
+def test_a_provisioned_model_never_lowers_the_serial_updates_must_exceed(store: ModelStore, models, operator,
+                                                                         tmp_path: Path) -> None:
+    store.apply(update(models["2"], "2", 5, operator), ME)
+    (tmp_path / "release.onnx").write_bytes(models["1"])
+    store.install(tmp_path / "release.onnx")  # a deploy's release model (serial 0)
+    assert store.current().version == "1"
+    with pytest.raises(ModelUpdateRejected, match="not newer"):  # the old update cannot come back
+        store.apply(update(models["2"], "2", 4, operator), ME)

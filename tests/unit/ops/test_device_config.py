@@ -1,43 +1,30 @@
-"""The release archive's layout, the agent's settings, the devices file's validation and the sandboxed
-systemd unit (checked by systemd-analyze verify)."""
+"""The agent's settings, the devices file's validation and the sandboxed systemd unit (checked by
+systemd-analyze verify)."""
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from citygrid.ops.deploy import (
+from citygrid.ops.device_config import (
     NOT_FOR_DEVICES,
-    DeployError,
     Device,
     DeviceTrust,
     agent_env,
     device_config,
     device_credentials,
     env_file,
-    release_archive,
+    load_devices,
     unit_file,
 )
 from citygrid.ops.enroll import Credentials
+from citygrid.ops.errors import DeployError
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
-
-
-def test_release_holds_core_and_edge_as_installed_and_is_reproducible() -> None:
-    a, b = release_archive(), release_archive()
-    assert a == b  # the release id is a hash of these bytes: a redeploy must be a no-op
-    with tarfile.open(fileobj=io.BytesIO(a)) as tar:
-        names = tar.getnames()
-    assert "citygrid/reading.py" in names and "citygrid/edge/agent.py" in names
-    assert "citygrid/edge/traffic/intersection.py" in names
-    tooling = ("citygrid/stream", "citygrid/ledger", "citygrid/sim", "citygrid/devtools", "citygrid/ops")
-    assert not any(n.startswith(tooling) for n in names)
 
 
 def test_agent_gets_only_its_broker_and_edge_settings(settings: CitygridSettings) -> None:
@@ -72,7 +59,7 @@ def test_device_config_carries_its_identity_trust_and_no_secret_in_env_or_unit(t
     config = device_config(device, {"CITYGRID_MQTT__HOST": "broker.city.example"}, trust)
     assert {n: m for n, (_, m) in config.items()} == {
         "agent.env": 0o600, "device.key": 0o600, "mqtt-credentials.json": 0o600, "mqtt-ca.crt": 0o644,
-        "citygrid-edge.service": 0o644}
+        "citygrid-edge.service": 0o644, "run-unit.py": 0o644}
     assert Credentials.read(_written(tmp_path, config["mqtt-credentials.json"][0])) == creds
     assert config["mqtt-ca.crt"][0] == trust.broker_ca
     env, unit = config["agent.env"][0].decode(), config["citygrid-edge.service"][0].decode()
@@ -116,8 +103,8 @@ def test_trust_needs_the_brokers_ca_and_a_command_key(settings: CitygridSettings
 def test_unit_runs_the_current_release_as_a_sandboxed_unprivileged_service() -> None:
     unit = unit_file(Device(name="pi", host="h", device_key=Path("k"), root="/opt/cg")).splitlines()
     assert ("ExecStart=/opt/cg/current/venv/bin/python -m citygrid edge run --key %d/device.key "
-            "--outbox /var/lib/citygrid-edge/outbox.db --modbus 127.0.0.1:502 --district d1 --with-models"
-            ) in unit
+            "--outbox /var/lib/citygrid-edge/outbox.db --modbus 127.0.0.1:502 --district d1 --with-models "
+            "--release-model /opt/cg/current/model.onnx") in unit
     for line in ("EnvironmentFile=/opt/cg/config/agent.env", "Restart=always",
                  "LoadCredential=device.key:/opt/cg/config/device.key",
                  "LoadCredential=mqtt-credentials.json:/opt/cg/config/mqtt-credentials.json",
@@ -157,6 +144,21 @@ def test_a_valid_entry_parses_and_env_file_refuses_line_breaks() -> None:
     assert env_file({"CITYGRID_MQTT__PORT": "8883"}) == "CITYGRID_MQTT__PORT=8883\n"
     with pytest.raises(DeployError):
         env_file({"CITYGRID_MQTT__HOST": "h\nLD_PRELOAD=/x"})
+
+
+def test_devices_file_merges_defaults_and_checks_every_entry(tmp_path: Path) -> None:
+    (tmp_path / "devices.yaml").write_text(
+        "defaults: {device_key: k, deps: provisioned}\n"
+        "devices:\n  - {name: canary, host: 10.0.0.1}\n  - {name: pi-2, host: 10.0.0.2, district: north}\n")
+    canary, pi2 = load_devices(tmp_path / "devices.yaml")
+    assert (canary.name, canary.deps) == ("canary", "provisioned")
+    assert (pi2.district, pi2.deps) == ("north", "provisioned")
+    (tmp_path / "bad.yaml").write_text("devices:\n  - {name: x, host: 'h\\n[Service]', device_key: k}\n")
+    with pytest.raises(DeployError, match="refused"):
+        load_devices(tmp_path / "bad.yaml")
+    (tmp_path / "empty.yaml").write_text("hosts: []\n")
+    with pytest.raises(DeployError, match="devices"):
+        load_devices(tmp_path / "empty.yaml")
 
 
 def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
