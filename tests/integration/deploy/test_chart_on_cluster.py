@@ -327,15 +327,21 @@ def test_a_pod_running_as_root_is_refused(control_plane: ControlPlane, helm: Hel
                 "--set", "podSecurityContext.runAsUser=0")
     warned = [line for line in done.stderr.splitlines() if "would violate PodSecurity" in line]
     assert warned and all("restricted:latest" in w and "runAsUser=0" in w for w in warned), done.stderr
-    processes = {f"cg-citygrid-{p}" for p in ("ingest", "worker", "anchorer", "settler")}
+    kinds = {"cg-citygrid-ingest": "StatefulSet", **{f"cg-citygrid-{p}": "Deployment"
+                                                       for p in ("worker", "anchorer", "settler")}}
+    processes = set(kinds)
+
+    def owner(involved: str) -> str:
+        # A StatefulSet's refusal names the StatefulSet; a Deployment's names its ReplicaSet (name-hash).
+        return involved if involved in kinds else involved.rsplit("-", 1)[0]
 
     def refused() -> set[str]:
-        return {m.split(":")[0].rsplit("-", 1)[0] for m in refusals(api, ns)
+        return {owner(m.split(":")[0]) for m in refusals(api, ns)
                 if "violates PodSecurity" in m and "runAsUser=0" in m}
 
     wait_until(lambda: refused() >= processes, 60, "the API server to refuse the root pods")
     for name in processes:
-        w = api.get(resource_path("Deployment", ns, name))
+        w = api.get(resource_path(kinds[name], ns, name))
         assert not api.items(resource_path("Pod", ns) + selector(w["spec"]["selector"])), name
     # The broker's pod does not run as root, so it is admitted: the refusal is about the root pods only.
     broker = {"matchLabels": {"app.kubernetes.io/instance": "cg", "app.kubernetes.io/component": "mqtt"}}

@@ -104,7 +104,8 @@ def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory
                     offer_id=f"o-{p}", wh=wh, price=50, grid_fee=5) for p, wh in SOLD.items()]
     trades_file = s.paths.data_dir / "trades.json"
     trades_file.write_text(json.dumps([t.model_dump() for t in trades]))
-    SettlementStore(s.paths.settlement_store).prepare(start, trades)
+    # What the delivery check reads: the interval's settled trades (the remark is not its concern).
+    SettlementStore(s.paths.settlement_store).prepare(start, trades, f"citygrid:settle:v2:{start}:test")
     yield s, anchorer, start, trades_file
     anchorer.chain.close()
 
