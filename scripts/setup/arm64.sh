@@ -40,16 +40,15 @@ fi
 grep -q '^flags: .*F' "$BINFMT/qemu-aarch64" || log "warning: qemu-aarch64 is registered without flag F"
 
 if [ ! -f "$ROOTFS/.citygrid-complete" ]; then
-  # The host's own Debian mirror (deb822 or one-line sources), else Debian's CDN.
+  # The host's own Debian mirror (deb822 or one-line sources); none found: debootstrap's own default.
   mirror=$(grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list.d/*.sources \
              /etc/apt/sources.list 2>/dev/null | head -1 | awk '{print $2}' || true)
-  mirror="${mirror:-http://deb.debian.org/debian}"
-  log "debootstrap bookworm arm64 from $mirror into $ROOTFS (about 3 minutes)"
+  log "debootstrap bookworm arm64 from ${mirror:-the default mirror of debootstrap} into $ROOTFS (about 3 minutes)"
   $sudo rm -rf "$ROOTFS"
   mkdir -p "$(dirname "$ROOTFS")"
   $sudo debootstrap --arch=arm64 --variant=minbase \
     --include=python3,python3-venv,python3-pip,ca-certificates,openssh-server,openssh-sftp-server,procps \
-    bookworm "$ROOTFS" "$mirror" >"$CACHE/arm64/debootstrap.log" 2>&1 \
+    bookworm "$ROOTFS" ${mirror:+"$mirror"} >"$CACHE/arm64/debootstrap.log" 2>&1 \
     || { log "debootstrap failed; see $CACHE/arm64/debootstrap.log"; tail -5 "$CACHE/arm64/debootstrap.log" >&2; exit 1; }
   touch "$ROOTFS/.citygrid-complete"
 fi
