@@ -10,11 +10,13 @@ anonymous client: `live` connects as the test's ingest; `support.enrol` enrols a
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import as_service, isolated_settings
+from support import as_service, free_port, isolated_settings, wait_until
 
 from citygrid.devtools import local_servers
 from citygrid.settings import CitygridSettings
@@ -51,3 +53,22 @@ def live(servers: CitygridSettings, tmp_path: Path) -> CitygridSettings:
     apply(s)  # every service's ACLs on this test's own topics and groups
     prepare_session(s)
     return s
+
+
+@pytest.fixture
+def meter_server(tmp_path: Path) -> Iterator[int]:
+    """A real Modbus TCP meter (pymodbus, SimBench profile) advancing a sample every 0.1 s; its port."""
+    port = free_port()
+    log = open(tmp_path / "modbus.log", "wb")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen([sys.executable, "-m", "citygrid.sim.modbus_sim", "--port", str(port),
+                             "--step-s", "0.1", "--cache-dir", str(CitygridSettings().paths.cache_dir)],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+    def listening() -> bool:
+        assert proc.poll() is None, (tmp_path / "modbus.log").read_text()
+        return local_servers.port_open("127.0.0.1", port)
+
+    wait_until(listening, 20, "the modbus server to listen", every_s=0.1)
+    yield port
+    proc.terminate()
+    proc.wait(10)

@@ -12,11 +12,17 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from citygrid.settings import CitygridSettings, PathSettings
 from citygrid.signing import DeviceKey
+
+if TYPE_CHECKING:
+    from citygrid.ledger.anchorer import Anchorer
+    from citygrid.reading import Reading
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 90, what: str = "a condition",
@@ -119,3 +125,31 @@ class RunningIngest:
         self.stop.set()
         self.thread.join(30)
         assert not self.thread.is_alive(), "the ingest did not stop"
+
+
+def publish_signed(s: CitygridSettings, readings: Iterable[tuple[Reading, DeviceKey]]) -> None:
+    """Write each reading, signed by its key, straight to the readings topic (keyed by device)."""
+    from citygrid import kafka_clients
+    from citygrid.reading import sign_reading
+
+    producer = kafka_clients.producer(s.kafka)
+    for r, key in readings:
+        producer.send(s.kafka.readings_topic, key=r.device.encode(), value=sign_reading(r, key).encode())
+    producer.flush()
+    producer.close()
+
+
+@contextmanager
+def running_anchorer(s: CitygridSettings) -> Iterator[Anchorer]:
+    """The real anchorer on a thread for the block, stopped (as SIGTERM stops it) when it ends."""
+    from citygrid.ledger.anchorer import Anchorer
+
+    anchorer = Anchorer.from_settings(s)
+    stop = threading.Event()
+    thread = threading.Thread(target=anchorer.run, args=(stop,))
+    thread.start()
+    try:
+        yield anchorer
+    finally:
+        stop.set()
+        thread.join(30)

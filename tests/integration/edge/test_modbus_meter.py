@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
-from support import free_port, wait_until
+from support import free_port
 
-from citygrid.devtools.local_servers import port_open
 from citygrid.edge.errors import SensorError
 from citygrid.edge.modbus_meter import ModbusMeter
 from citygrid.settings import CitygridSettings
@@ -19,24 +13,6 @@ from citygrid.sim.profiles import STEP_S, load_profiles
 
 pytestmark = pytest.mark.timeout(60)
 CACHE = CitygridSettings().paths.cache_dir
-
-
-@pytest.fixture
-def meter_server(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    log = open(tmp_path / "modbus.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "citygrid.sim.modbus_sim", "--port", str(port),
-                             "--step-s", "0.1", "--cache-dir", str(CACHE)],
-                            stdout=log, stderr=subprocess.STDOUT)
-
-    def listening() -> bool:
-        assert proc.poll() is None, (tmp_path / "modbus.log").read_text()
-        return port_open("127.0.0.1", port)
-
-    wait_until(listening, 20, "the modbus server to listen", every_s=0.1)
-    yield port
-    proc.terminate()
-    proc.wait(10)
 
 
 def test_reads_consecutive_profile_samples_over_modbus_tcp(meter_server: int) -> None:

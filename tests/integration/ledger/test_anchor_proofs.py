@@ -10,20 +10,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from support import free_port, wait_until
+from support import free_port, publish_signed, running_anchorer, wait_until
 
-from citygrid import kafka_clients
 from citygrid.ledger.anchor_history import anchor_problem
-from citygrid.ledger.anchorer import Anchorer
 from citygrid.ledger.errors import ProofInvalid
 from citygrid.ledger.proofs import ProofBundle, build_bundle, verify_offline, verify_on_chain
 from citygrid.ledger.remarks import remark_hash
-from citygrid.reading import Reading, SignedReading, sign_reading
+from citygrid.reading import Reading, SignedReading
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
 
@@ -52,25 +49,13 @@ def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory
     readings = [Reading(device=k.device_id, seq=i, ts_ms=start + i * 20_000, kind="meter",
                         values={"p_kw": 1.5 + i})
                 for k in keys for i in range(5)]  # 0..80 s: two intervals
-    producer = kafka_clients.producer(s.kafka)
     by_device = {k.device_id: k for k in keys}
-    for r in readings:
-        producer.send(s.kafka.readings_topic, key=r.device.encode(),
-                      value=sign_reading(r, by_device[r.device]).encode())
-    producer.flush()
-    producer.close()
-    anchorer = Anchorer.from_settings(s)
-    stop = threading.Event()
-    thread = threading.Thread(target=anchorer.run, args=(stop,))
-    thread.start()
-    try:
+    publish_signed(s, [(r, by_device[r.device]) for r in readings])
+    with running_anchorer(s) as anchorer:
         wait_until(what="anchoring", check=lambda: anchorer.store.counts()[2] == len(readings)
                    and not anchorer.store.batches(pending_only=True))
         wait_until(what="offsets committed", timeout_s=20, check=lambda: committed_offsets(
             s, s.kafka.readings_topic, s.kafka.anchor_group) == len(readings))
-    finally:
-        stop.set()
-        thread.join(30)
     yield s, anchorer, readings, by_device
     anchorer.chain.close()
 

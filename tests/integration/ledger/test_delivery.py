@@ -13,22 +13,19 @@ import json
 import secrets
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from substrateinterface import Keypair
-from support import free_port, isolated_settings, wait_until
+from support import free_port, isolated_settings, publish_signed, running_anchorer, wait_until
 
-from citygrid import kafka_clients
-from citygrid.ledger.anchorer import Anchorer
 from citygrid.ledger.delivery_check import DeliveryClaim, DeliveryReport, run_delivery_check, verify_claim
 from citygrid.ledger.errors import ProofInvalid
 from citygrid.ledger.settlement_store import SettlementStore
 from citygrid.market import Trade
 from citygrid.participants import Participant, Participants
-from citygrid.reading import Reading, sign_reading
+from citygrid.reading import Reading
 from citygrid.records import Alert
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
@@ -85,21 +82,10 @@ def anchored(servers: CitygridSettings, tmp_path_factory: pytest.TempPathFactory
     keys = _enrol(s)
     start = (int(time.time() * 1000) // (INTERVAL_S * 1000) - 4) * INTERVAL_S * 1000
     readings = _readings(keys, start)
-    producer = kafka_clients.producer(s.kafka)
-    for r, key in readings:
-        producer.send(s.kafka.readings_topic, key=r.device.encode(), value=sign_reading(r, key).encode())
-    producer.flush()
-    producer.close()
-    anchorer = Anchorer.from_settings(s)
-    stop = threading.Event()
-    thread = threading.Thread(target=anchorer.run, args=(stop,))
-    thread.start()
-    try:
+    publish_signed(s, readings)
+    with running_anchorer(s) as anchorer:
         wait_until(what="anchoring", check=lambda: anchorer.store.counts()[2] == len(readings)
                    and not anchorer.store.batches(pending_only=True))
-    finally:
-        stop.set()
-        thread.join(30)
     trades = [Trade(trade_id=f"t-{p}", interval_start_ms=start, buyer="buyer", seller=p, bid_id=f"b-{p}",
                     offer_id=f"o-{p}", wh=wh, price=50, grid_fee=5) for p, wh in SOLD.items()]
     trades_file = s.paths.data_dir / "trades.json"

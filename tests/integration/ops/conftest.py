@@ -3,15 +3,12 @@ Modbus meter, and agents started by a deploy stopped again."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import free_port, wait_until
+from support import wait_until
 
-from citygrid.devtools.local_servers import port_open
 from citygrid.ops.release import Release, build_wheel, project_root
 from citygrid.settings import CitygridSettings
 
@@ -71,20 +68,3 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return models["load_nowcast"]
 
 
-@pytest.fixture
-def meter_server(tmp_path: Path) -> Iterator[int]:
-    """A real Modbus TCP meter (pymodbus, SimBench profile) advancing a sample every 0.1 s; its port."""
-    port = free_port()
-    log = open(tmp_path / "modbus.log", "wb")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "citygrid.sim.modbus_sim", "--port", str(port),
-                             "--step-s", "0.1", "--cache-dir", str(CitygridSettings().paths.cache_dir)],
-                            stdout=log, stderr=subprocess.STDOUT)
-
-    def listening() -> bool:
-        assert proc.poll() is None, (tmp_path / "modbus.log").read_text()
-        return port_open("127.0.0.1", port)
-
-    wait_until(listening, 20, "the modbus server to listen", every_s=0.1)
-    yield port
-    proc.terminate()
-    proc.wait(10)
