@@ -21,7 +21,7 @@ from substrateinterface import Keypair
 from citygrid.devtools import local_servers
 from citygrid.devtools.local_kafka import as_principal
 from citygrid.devtools.processes import spawn, stop
-from citygrid.devtools.prometheus import register_target
+from citygrid.devtools.prometheus import register_target, scraped
 from citygrid.ledger.anchor_store import AnchorStore
 from citygrid.ledger.chain import ChainClient
 from citygrid.ledger.errors import ProofInvalid
@@ -114,7 +114,11 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
         if not keep_servers and started:
             # Only what this demo started: servers that were already up stay up.
             stack.callback(local_servers.down, s, started)
-        scraped = _start_processes(s, stack, console)
+        watched = _start_processes(s, stack, console)
+        if watched:
+            # The replay is a burst of about a second: scraped once before it, the dashboards show it.
+            wait_for("Prometheus's first scrape of the demo's processes",
+                     lambda: scraped(s, [name for name, _ in PROCESSES]), 30, console)
         sent = replay_fleet(s, fleet, steps)
         bad = send_bad_readings(s, fleet[0])
         console.print(f"{sent} signed readings published by {len(fleet)} devices; {bad} bad ones")
@@ -122,7 +126,7 @@ def run_demo(s: CitygridSettings, devices: int, steps: int, keep_servers: bool,
         batches = _print_batches(base, console)
         verified, ok_proofs = _check_proofs(s, base.store, fleet, console)
         _print_summary(base, sent, batches, verified, console)
-        if scraped:
+        if watched:
             console.print(f"Prometheus scrapes the ingest, worker and anchorer at "
                           f"http://127.0.0.1:{s.prometheus.port} (citygrid_* metrics)")
         ok &= ok_proofs

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 
 from citygrid.devtools.server import Server, ServerError
@@ -39,6 +42,20 @@ def register_target(d: Path, process: str, port: int, host: str = "127.0.0.1") -
     # Atomic, so Prometheus never reads half a file.
     atomic_write(path, json.dumps([{"targets": [f"{host}:{port}"], "labels": {"process": process}}]))
     return path
+
+
+def scraped(s: CitygridSettings, processes: Iterable[str]) -> bool:
+    """True once the local Prometheus has scraped every one of `processes` successfully: from then on
+    their counters have a sample before whatever they count next, so rate() sees it."""
+    query = urllib.parse.urlencode({"query": "up == 1"})
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{s.prometheus.port}/api/v1/query?{query}",
+                                    timeout=5) as resp:
+            body = json.load(resp)
+    except OSError:
+        return False
+    seen = {r["metric"].get("process") for r in body.get("data", {}).get("result", [])}
+    return set(processes) <= seen
 
 
 def server(s: CitygridSettings, name: str = "prometheus") -> Server:

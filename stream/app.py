@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import faust
+from faust.types import TP, ConsumerT
 from prometheus_client import Counter
 
 from citygrid.kafka_clients import client_options
@@ -30,12 +31,13 @@ from citygrid.stream.dead_letters import WORKER, send_dead
 from citygrid.stream.dedupe_readers import read_committed
 from citygrid.stream.device_stats import stats_batch
 from citygrid.stream.fleet import FleetView
-from citygrid.stream.learning import LiveStates, learn_batch, state_key
+from citygrid.stream.learning import DOMAINS, LiveStates, learn_batch, state_key
 from citygrid.stream.market.agents import register_market
 from citygrid.topics import aggregate_members_topic, dead_letters_topic
 
 PROCESSED = Counter("citygrid_stream_readings_total", "Readings processed by the stream worker")
 SKIPPED = Counter("citygrid_stream_skipped_total", "Records on the readings topic that did not parse")
+LAG_REFRESH_S = 1.0  # how often each partition's lag gauge is recomputed
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,12 @@ def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
     readings always land on the same partition and worker. Every agent sends its outputs
     before it checkpoints its table: a crash in between re-emits outputs, never loses them.
     """
-    fleet, live_states = FleetView(), LiveStates()
+    fleet, live_states, lag = FleetView(), LiveStates(), LagWatch()
+    metrics.start_domains(DOMAINS)
+
+    @app.timer(LAG_REFRESH_S)
+    async def refresh_lag() -> None:
+        lag.refresh(app.consumer)
 
     verified = c.checker.reading_or_none
 
@@ -146,7 +153,7 @@ def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
                 await send_dead(c.learner_dead, "learner", events[i], reason, error)
             c.models_table.update(batch.states)
             SKIPPED.inc(batch.skipped)
-            _observe_lag(app, events)
+            lag.processed(events)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
 
     @app.agent(c.readings)
@@ -183,10 +190,26 @@ async def _send(topic: faust.TopicT, records: list[tuple[bytes, bytes]]) -> None
         await topic.send(key=key, value=value)
 
 
-def _observe_lag(app: faust.App, events: list[faust.EventT]) -> None:
-    """Set each partition's lag gauge from the last offset of the batch and the partition's end."""
-    last = {e.message.tp: e.message.offset for e in events}
-    for tp, offset in last.items():
-        high = app.consumer.highwater(tp)
-        if high is not None:
-            metrics.LAG.labels(str(tp.partition)).set(max(0, high - offset - 1))
+class LagWatch:
+    """Each partition's lag (its end offset minus the next offset the learner will process), kept
+    fresh by a timer rather than only when a batch arrives: a worker that has caught up still learns
+    its partitions' ends a moment after its last batch, and an operator must see that lag reach 0."""
+
+    def __init__(self) -> None:
+        self._last: dict[TP, int] = {}
+
+    def processed(self, events: list[faust.EventT]) -> None:
+        """Note the last offset the learner processed on each partition of a batch."""
+        for e in events:
+            self._last[e.message.tp] = e.message.offset
+
+    def refresh(self, consumer: ConsumerT) -> None:
+        """Set the gauge for every assigned partition whose end the consumer knows; forget revoked ones."""
+        assigned = consumer.assignment()
+        for tp in list(self._last):
+            if tp not in assigned:
+                del self._last[tp]
+        for tp, offset in self._last.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                metrics.LAG.labels(str(tp.partition)).set(max(0, high - offset - 1))

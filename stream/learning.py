@@ -65,6 +65,9 @@ class Outcome:
     domain: str = "energy"
 
 
+DOMAINS = ("traffic", "energy")  # what domain_of can return: each has its own metric series
+
+
 def domain_of(kind: str, s: StreamSettings) -> str:
     """'traffic' for the configured traffic kinds, else 'energy'."""
     return "traffic" if kind in s.traffic_kinds else "energy"

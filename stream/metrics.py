@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 LEARNED = Counter("citygrid_stream_learned_total", "Readings the online models learned from", ["domain"])
@@ -28,3 +30,12 @@ STATE_REFUSED = Counter("citygrid_stream_state_refused_total",
                         ["table"])
 UNVERIFIED = Counter("citygrid_stream_unverified_total",
                      "Readings-topic records the learner skipped because they did not verify", ["reason"])
+
+
+def start_domains(domains: Iterable[str]) -> None:
+    """Create each domain's labelled series at zero when the worker starts: a series that first
+    appears with its first observation shows no increase to rate(), so a dashboard would stay empty
+    (or miss the first burst) instead of showing 0."""
+    for d in domains:
+        for metric in (LEARNED, FORECASTS, ALERTS, DRIFTS, ABS_ERROR):
+            metric.labels(d)
