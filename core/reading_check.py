@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 from citygrid.errors import MalformedReading, OutOfRange, ReadingRejected
@@ -76,44 +77,75 @@ def envelope_verdict(envelope: bytes, registry: DeviceRegistry) -> Reading | Rea
 
 
 class BatchChecks:
-    """Verdicts on whole polled batches, computed on worker threads while the caller polls the next.
+    """Verdicts on whole polled batches, computed in verifier processes while the caller polls the next.
 
-    Why: ed25519 verification is most of a reading's cost (about 57 µs of 75 in PyNaCl here) and
-    libsodium runs without the GIL, so checking batch N on other threads while the consumer fetches
-    batch N+1 keeps re-verification off the consumer's critical path (benchmarks/anchor_verify.py).
-    A batch is split across the threads; verdicts come back in record order.
+    Why processes: a reading's check (ed25519 in libsodium, then the canonical re-encode and bounds in
+    Python) costs several times its parse, and on threads the Python part holds the GIL the consumer
+    needs; in `workers` processes the whole check runs on other cores. Only the envelopes go out and
+    only the refusals come back (pickling a Reading costs more than parsing it), so the caller's own
+    cost per reading stays the parse it needs anyway, done on one thread once the verdicts are in.
+    A batch is split across the processes; verdicts come back in record order. Each verifier reads
+    the registry file itself, re-reading it when it changes, as `RegistryFile` does.
     """
 
-    def __init__(self, registry: RegistryFile, threads: int = 2) -> None:
+    def __init__(self, registry: RegistryFile, workers: int = 2) -> None:
         self.registry = registry
-        self.threads = max(1, threads)
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="reading-check")
+        self.workers = max(1, workers)
+        # spawn, not fork: the caller has Kafka and chain client threads a forked child must not inherit.
+        self._verifiers = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
+                                              initializer=_open_registry, initargs=(registry.path,))
+        self._parser = ThreadPoolExecutor(1, thread_name_prefix="reading-parse")
 
     def submit(self, envelopes: Sequence[bytes]) -> PendingChecks:
         """Start checking `envelopes`; `.result()` gives one verdict per envelope, in order."""
-        registry = self.registry.current()  # one registry for the whole batch, read on this thread
-        size = max(1, -(-len(envelopes) // self.threads))
-        return PendingChecks([self._pool.submit(self._chunk, envelopes[i:i + size], registry)
-                              for i in range(0, len(envelopes), size)])
-
-    @staticmethod
-    def _chunk(envelopes: Sequence[bytes], registry: DeviceRegistry) -> list[Reading | ReadingRejected]:
-        return [envelope_verdict(e, registry) for e in envelopes]
+        size = max(1, -(-len(envelopes) // self.workers))
+        refusals = [self._verifiers.submit(_refusals, list(envelopes[i:i + size]))
+                    for i in range(0, len(envelopes), size)]
+        return PendingChecks(self._parser.submit(_verdicts, envelopes, refusals))
 
     def close(self) -> None:
-        """Stop the worker threads (pending checks finish first)."""
-        self._pool.shutdown(wait=True)
+        """Stop the verifiers and the parser (pending checks finish first)."""
+        self._verifiers.shutdown(wait=True)
+        self._parser.shutdown(wait=True)
+
+
+_VERIFIER_REGISTRY: RegistryFile | None = None  # a verifier process's registry (set by _open_registry)
+
+
+def _open_registry(path: Path) -> None:
+    global _VERIFIER_REGISTRY
+    _VERIFIER_REGISTRY = RegistryFile(path)
+
+
+def _refusals(envelopes: list[bytes]) -> list[ReadingRejected | None]:
+    """In a verifier process: each envelope's refusal, or None where it checks out."""
+    assert _VERIFIER_REGISTRY is not None
+    registry = _VERIFIER_REGISTRY.current()
+    out: list[ReadingRejected | None] = []
+    for e in envelopes:
+        verdict = envelope_verdict(e, registry)
+        out.append(verdict if isinstance(verdict, ReadingRejected) else None)
+    return out
+
+
+def _verdicts(envelopes: Sequence[bytes], refusals: list[Future[list[ReadingRejected | None]]]
+              ) -> list[Reading | ReadingRejected]:
+    """The batch's verdicts: each refusal as the verifier gave it, else the envelope's reading (its
+    parse is deterministic, so it is the reading the verifier checked)."""
+    flat = [r for part in refusals for r in part.result()]
+    return [r if r is not None else SignedReading.decode(e).reading()
+            for e, r in zip(envelopes, flat, strict=True)]
 
 
 class PendingChecks:
-    """The verdicts of one submitted batch, as its chunks finish."""
+    """The verdicts of one submitted batch."""
 
-    def __init__(self, parts: list[Future[list[Reading | ReadingRejected]]]) -> None:
-        self._parts = parts
+    def __init__(self, verdicts: Future[list[Reading | ReadingRejected]]) -> None:
+        self._verdicts = verdicts
 
     def result(self) -> list[Reading | ReadingRejected]:
-        """Every verdict of the batch, in record order (waits for the chunks still running)."""
-        return [v for part in self._parts for v in part.result()]
+        """Every verdict of the batch, in record order (waits for the checks still running)."""
+        return self._verdicts.result()
 
 
 class ReadingChecker:

@@ -178,9 +178,9 @@ class AnchorSettings(_Section):
     interval_s: int = 900
     idle_flush_s: float = 3.0
     max_batch: int = 1_000_000
-    # Threads that re-verify polled readings (libsodium runs without the GIL) while the next poll is
-    # fetched: 2 keeps re-verification off the consumer's path on a 2-core node.
-    verify_threads: int = Field(default=2, ge=1, le=64)
+    # Processes that re-verify polled readings while the next poll is fetched (citygrid.reading_check.
+    # BatchChecks): 2 keeps re-verification off the consumer's core on a 2-core node.
+    verify_workers: int = Field(default=2, ge=1, le=64)
 
 
 class MarketSettings(_Section):

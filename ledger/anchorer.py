@@ -167,7 +167,7 @@ class Anchorer:
     def run(self, stop: threading.Event) -> None:
         """Consume the readings topic until `stop` is set, as the group's active anchorer or its standby.
 
-        Each polled batch is verified on `BatchChecks` threads while the next is fetched, and placed
+        Each polled batch is verified in `BatchChecks` processes while the next is fetched, and placed
         (in record order) one poll later; records not yet placed are never committed past. Taking over
         (partitions assigned) first finishes the batches left pending in the shared store; handing
         over (partitions revoked) drops what is open, which the next active re-reads from Kafka.
@@ -177,7 +177,7 @@ class Anchorer:
         consumer = ledger_consumer(s.kafka, s.kafka.readings_topic, s.kafka.anchor_group, handover,
                                    max_poll_records=10_000)
         self.dead = DeadLetters(s.kafka, s.kafka.readings_topic, "anchorer")
-        checks = BatchChecks(self.checker.registry, s.anchor.verify_threads)
+        checks = BatchChecks(self.checker.registry, s.anchor.verify_workers)
         last_record = time.monotonic()
         pending: tuple[int, list[ConsumerRecord], PendingChecks] | None = None
         try:

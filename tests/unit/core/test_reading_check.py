@@ -29,7 +29,7 @@ def test_batch_verdicts_match_one_by_one_checks_in_record_order(tmp_path: Path) 
     forged = SignedReading(forged_body, stranger.sign(forged_body)).encode()
     batch = [*genuine[:40], forged, b"\xc1 not msgpack", _envelope(stranger, 1), *genuine[40:]]
 
-    checks = BatchChecks(RegistryFile(tmp_path / "devices.json"), threads=3)
+    checks = BatchChecks(RegistryFile(tmp_path / "devices.json"), workers=3)
     try:
         verdicts = checks.submit(batch).result()
         assert checks.submit([]).result() == []
