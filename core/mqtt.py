@@ -2,9 +2,13 @@
 of signed readings and commands at QoS 1.
 
 `publish` returns only once the broker has acknowledged, which is the moment
-a reading may be forgotten by the device. Every client citygrid opens (devices,
-the ingest, the traffic advisor) is made by `mqtt_client`, so TLS, credentials and
-session settings are set in one place.
+a reading may be forgotten by the device. The Publisher speaks MQTT 5 for one reason: its PUBACK says
+whether any subscription took the message (reason 16, "no matching subscribers"). Mosquitto 2.0.11
+does not restore shared subscriptions (`$share/…`, the ingest's) from its persistence file, so after a
+broker restart, until the ingest subscribes again, a device's readings would be acknowledged and
+dropped; a device that sees reason 16 keeps the reading and sends it again (citygrid.edge.outbox_sender).
+Every client citygrid opens (devices, the ingest, the traffic advisor) is made by `mqtt_client`, so TLS,
+credentials and session settings are set in one place.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from citygrid.errors import CitygridError, ConfigError
 from citygrid.settings import MqttSettings
@@ -27,19 +33,32 @@ class PublishError(CitygridError):
     """The broker could not be reached or did not acknowledge in time."""
 
 
+NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason code: accepted, but no subscription took it
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5 session expiry: kept as MQTT 3.1.1's clean_session=False is
+
+
 def mqtt_client(s: MqttSettings, client_id: str, manual_ack: bool = False,
-                clean_session: bool = False) -> mqtt.Client:
+                clean_session: bool = False, v5: bool = False) -> mqtt.Client:
     """A TLS client with the configured identity; by default with a persistent session, so the broker
     keeps what it owes this client while it is away (an observer that must leave nothing behind asks
-    for a clean one). An identity bound to one client id (`s.client_id`) always connects under it."""
+    for a clean one). An identity bound to one client id (`s.client_id`) always connects under it.
+    With `v5` the client speaks MQTT 5 and connects with `connect_options(clean_session)`."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id or client_id, clean_session=clean_session,
-        protocol=mqtt.MQTTv311, manual_ack=manual_ack,
+        mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id or client_id,
+        clean_session=None if v5 else clean_session,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=manual_ack,
     )
     client.tls_set_context(tls_context(s))
     if s.username:
         client.username_pw_set(s.username, s.password)
     return client
+
+
+def connect_options(clean_session: bool = False) -> dict[str, object]:
+    """What an MQTT 5 client passes to connect for MQTT 3.1.1's session semantics."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0 if clean_session else SESSION_NEVER_EXPIRES
+    return {"clean_start": clean_session, "properties": props}
 
 
 def tls_context(s: MqttSettings) -> ssl.SSLContext:
@@ -57,7 +76,7 @@ class Publisher:
 
     def __init__(self, s: MqttSettings, client_id: str) -> None:
         self.settings = s
-        self.client = mqtt_client(s, client_id)
+        self.client = mqtt_client(s, client_id, v5=True)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         # Come back quickly after an outage: the outbox is waiting.
@@ -67,6 +86,8 @@ class Publisher:
         self.refused: str | None = None
         self.subscriptions: list[str] = []
         self.on_ack: Callable[[int], None] | None = None
+        # A PUBACK saying no subscription took the message: the broker did not keep it.
+        self.on_unrouted: Callable[[int], None] | None = None
         self.on_connected: Callable[[], None] | None = None
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -87,7 +108,9 @@ class Publisher:
             self.on_connected()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
-        if self.on_ack is not None:
+        if reason_code == NO_MATCHING_SUBSCRIBERS and self.on_unrouted is not None:
+            self.on_unrouted(mid)
+        elif self.on_ack is not None:
             self.on_ack(mid)
 
     @property
@@ -108,7 +131,7 @@ class Publisher:
     def connect(self, timeout_s: float = 10.0) -> None:
         """Connect and start the network loop; raise PublishError if the broker is away."""
         try:
-            self.client.connect(self.settings.host, self.settings.port, keepalive=30)
+            self.client.connect(self.settings.host, self.settings.port, keepalive=30, **connect_options())
         except OSError as exc:  # ssl.SSLError (an untrusted or mismatched certificate) included
             raise PublishError(
                 f"cannot reach MQTT broker {self.settings.host}:{self.settings.port}: {exc}"
@@ -122,7 +145,7 @@ class Publisher:
     def start(self) -> None:
         """Connect in the background and keep reconnecting: for an agent that must start (and
         fill its outbox) while the broker is away."""
-        self.client.connect_async(self.settings.host, self.settings.port, keepalive=30)
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=30, **connect_options())
         self.client.loop_start()
 
     def publish(self, topic: str, payload: bytes, timeout_s: float = 10.0) -> None:

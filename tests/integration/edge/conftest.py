@@ -82,7 +82,12 @@ def wait_for_seqs(s: CitygridSettings, device: str, n: int, timeout_s: float = 9
         seen[:] = kafka_seqs(s, device)
         return len(set(seen)) >= n
 
-    wait_until(enough, timeout_s, f"{n} distinct readings of {device} in Kafka")
+    try:
+        wait_until(enough, timeout_s, f"{n} distinct readings of {device} in Kafka")
+    except AssertionError as exc:
+        missing = sorted(set(range(n)) - set(seen))
+        raise AssertionError(f"{exc}: {len(set(seen))} arrived; missing seqs {missing[:20]}"
+                             f"{' …' if len(missing) > 20 else ''}") from None
     return seen
 
 

@@ -17,11 +17,13 @@ from support import enrol, wait_until
 import citygrid
 from citygrid.devtools.processes import spawn
 from citygrid.edge.agent import EdgeAgent
+from citygrid.edge.outbox_sender import UNROUTED
 from citygrid.edge.store_forward import Outbox
 from citygrid.mqtt import Publisher
 from citygrid.settings import CitygridSettings
 from citygrid.signing import DeviceKey
 from citygrid.sim.profiles import ProfileReplay, load_profiles
+from citygrid.stream.ingest import Ingest
 
 from .conftest import OwnBroker, wait_for_seqs
 
@@ -122,3 +124,39 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(edge_live, ingest, tmp_
     assert second.wait(120) == 0, (tmp_path / "agent2.log").read_text()[-2000:]
     seqs = wait_for_seqs(s, key.device_id, n)
     assert sorted(seqs) == list(range(n)), f"missing {sorted(set(range(n)) - set(seqs))[:10]}"
+
+
+def test_readings_no_subscription_took_stay_in_the_outbox_until_the_ingest_subscribes(
+        edge_live, own_broker: OwnBroker, tmp_path: Path) -> None:
+    """Mosquitto 2.0.11 does not restore the ingest's shared subscription from its persistence file: after
+    a restart, until the ingest subscribes again, the broker acknowledges readings with MQTT 5's "no
+    matching subscribers" and keeps none of them. The agent must keep them and send them again."""
+    s, n = edge_live, 20
+    own_broker.stop()
+    own_broker.start()  # the ingest's session is back, its $share subscription is not
+    key, device = register(s)
+    driver = meter()
+    driver.steps = n
+    outbox = Outbox(tmp_path / "outbox.db")
+    pub = Publisher(device.mqtt, client_id=f"edge-{key.device_id}")
+    pub.connect()
+    unrouted_before = UNROUTED._value.get()
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(EdgeAgent(key, driver, pub, outbox=outbox)
+                                                           .run(drain_timeout_s=90)))
+    thread.start()
+    wait_until(lambda: UNROUTED._value.get() > unrouted_before, 30, "a PUBACK with no matching subscribers")
+    assert len(outbox) > 0, "readings the broker kept for nobody were deleted from the outbox"
+    stop = threading.Event()
+    ingest = threading.Thread(target=Ingest(s).run, args=(stop,), daemon=True)
+    ingest.start()  # subscribes again: the held readings now reach it
+    try:
+        thread.join(120)
+        assert result == [n]
+        assert len(outbox) == 0
+        seqs = wait_for_seqs(s, key.device_id, n)
+        assert set(seqs) == set(range(n))
+    finally:
+        pub.close()
+        stop.set()
+        ingest.join(60)
