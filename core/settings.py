@@ -17,8 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # The online forecasters (citygrid.stream.forecasting.MODELS) and anomaly detectors
 # (citygrid.stream.anomaly.DETECTORS) by name; a unit test keeps these lists and the registries equal.
-ForecastModel = Literal["river_lad", "river_select", "river_tree", "river_linear", "persistence",
-                        "seasonal_naive", "smart_persistence"]
+ForecastModel = Literal["river_pick", "river_lad", "river_log_lad", "river_select", "river_tree",
+                        "river_linear", "persistence", "seasonal_naive", "smart_persistence"]
 AnomalyDetector = Literal["gaussian_residual", "half_space_trees"]
 
 
@@ -271,7 +271,7 @@ class LocalSettings(_Section):
 class StreamSettings(_Section):
     """The stream layer's online models, batching and ingest replay protection."""
 
-    model: ForecastModel = "river_lad"
+    model: ForecastModel = "river_pick"
     # Reading kinds forecast as PV: clear-sky features, smart persistence, daylight-only scores.
     solar_kinds: Annotated[list[str], NoDecode] = ["pv"]
     # The site whose clear sky PV is forecast under (degrees north, east); default: SimBench's LV grids.

@@ -40,6 +40,11 @@ NOTES = [
     "computed in citygrid (the `holidays` package is not installed). No weather feed: pvlib ships "
     "only US typical-year files, unrelated to SimBench's weather. No feeder aggregate as a device "
     "feature: a device's learner sees its own readings only.",
+    "Models: `river_pick` forecasts each series with whichever of two experts erred less (absolute "
+    "error, exponentially averaged over about five days at 15 min): `river_lad`, an SGD linear model "
+    "with absolute loss on the change from the last value in units of the series' level, and "
+    "`river_log_lad`, the same in log space (ratios: a home's appliances multiply its load). Both "
+    "learn every value; homes mostly pick the log expert, PV the linear one.",
     "P10/P50/P90: the point forecast plus offsets tracked online on its residuals, scaled per hour of"
     " day (citygrid.stream.quantiles); PV quantiles learn in daylight only, where they are scored.",
 ]

@@ -101,23 +101,63 @@ class BaseCorrection:
         s = self.level or 1.0
         return {k: (v / s if k in VALUE_KEYS else v) for k, v in x.items()}
 
+    def _target(self, x: dict[str, float], y: float) -> float:
+        return (y - x[self.base]) / self.level
+
+    def _back(self, x: dict[str, float], correction: float) -> float:
+        return x[self.base] + self.level * correction
+
     def learn_one(self, x: dict[str, float], y: float) -> None:
         """Learn the baseline's error on this example, then update the level."""
         if self.level > 0:
-            self.regressor.learn_one(self._scaled(x), (y - x[self.base]) / self.level)
+            self.regressor.learn_one(self._scaled(x), self._target(x, y))
         self.level = abs(y) if self.level == 0 else self.level + self.decay * (abs(y) - self.level)
 
     def predict_one(self, x: dict[str, float]) -> float:
         """Baseline plus the predicted correction."""
         if self.level <= 0:
             return x[self.base]
-        return x[self.base] + self.level * (self.regressor.predict_one(self._scaled(x)) or 0.0)
+        return self._back(x, self.regressor.predict_one(self._scaled(x)) or 0.0)
+
+
+class LogCorrection(BaseCorrection):
+    """BaseCorrection in log space: features and target are log(value/level + floor), so the model
+    learns ratios. A home's load moves by factors (a kettle multiplies a 200 W base load, then it
+    drops back) and a linear model on kW mistakes those spikes for trend. The median commutes with a
+    monotone transform, so absolute loss here still forecasts the median in kW. `floor` (a tenth of
+    the level) keeps zero finite; negative values (a net meter exporting) read as zero, which is why
+    this model runs beside the linear one under a Selector rather than alone."""
+
+    MAX_LOG = 50.0  # exp() overflows past ~709; a diverged model must give a number, not raise
+
+    def __init__(self, regressor: OnlineModel, decay: float = 0.001, base: str = "last",
+                 floor: float = 0.1) -> None:
+        super().__init__(regressor, decay, base)
+        self.floor = floor
+
+    def _log(self, v: float) -> float:
+        return math.log(max(v, 0.0) / self.level + self.floor)
+
+    def _scaled(self, x: dict[str, float]) -> dict[str, float]:
+        return {k: (self._log(v) if k in VALUE_KEYS else v) for k, v in x.items()}
+
+    def _target(self, x: dict[str, float], y: float) -> float:
+        return self._log(y) - self._log(x[self.base])
+
+    def _back(self, x: dict[str, float], correction: float) -> float:
+        z = min(self._log(x[self.base]) + correction, self.MAX_LOG)
+        return (math.exp(z) - self.floor) * self.level
 
 
 class Selector:
     """An online selector: every expert learns every value; the one with the lowest recent absolute
-    error (an exponential average, about a day of memory at 15 min) forecasts. Different series want
-    different experts (a flat commercial load its day-type profile, a household the LAD correction)."""
+    error (an exponential average; 0.01 is about a day of memory at 15 min) forecasts. Different
+    series want different experts (a flat commercial load its day-type profile, a household the LAD
+    correction). The experts' forecasts for the pending example are kept from `predict_one` to
+    `learn_one` (the worker calls them in that order on the same `x`), so each is computed once."""
+
+    _x: dict[str, float] | None = None  # class defaults: states pickled before the cache still load
+    _preds: dict[str, float] = {}  # noqa: RUF012 (replaced, never mutated)
 
     def __init__(self, experts: dict[str, OnlineModel], decay: float = 0.01) -> None:
         self.experts = experts
@@ -127,15 +167,20 @@ class Selector:
 
     def learn_one(self, x: dict[str, float], y: float) -> None:
         """Score each expert's forecast for `x`, then let each learn."""
+        preds = self._preds if x is self._x else self._predict_all(x)
         for name, model in self.experts.items():
-            e = abs(y - model.predict_one(x))
-            self.errors[name] += self.decay * (e - self.errors[name])
+            self.errors[name] += self.decay * (abs(y - preds[name]) - self.errors[name])
             model.learn_one(x, y)
         self.best = min(self.errors, key=self.errors.__getitem__)
+        self._x, self._preds = None, {}
 
     def predict_one(self, x: dict[str, float]) -> float:
         """The currently best expert's forecast."""
-        return self.experts[self.best].predict_one(x)
+        self._x, self._preds = x, self._predict_all(x)
+        return self._preds[self.best]
+
+    def _predict_all(self, x: dict[str, float]) -> dict[str, float]:
+        return {name: model.predict_one(x) for name, model in self.experts.items()}
 
 
 def _lad(lr: float = 0.003) -> OnlineModel:
@@ -154,10 +199,23 @@ def river_linear(lr: float = 0.003, huber_epsilon: float = 0.5) -> OnlineModel:
 
 
 def river_lad() -> OnlineModel:
-    """The default: the change from the last value, in units of the series' level, by an SGD linear
+    """The linear expert: the change from the last value, in units of the series' level, by an SGD linear
     model with absolute (median) loss, since MAE is what is judged and load jumps are heavy-tailed.
     The rate was chosen on SimBench profiles (0.001-0.03 tried; see reports/prequential.md)."""
     return BaseCorrection(_lad(), base="last")
+
+
+def river_log_lad(lr: float = 0.001) -> OnlineModel:
+    """river_lad's features and loss in log space (LogCorrection). Its rate is lower: a log step is
+    a ratio, larger than a level-scaled kW step (0.0003-0.01 tried on the SimBench H0 homes)."""
+    return LogCorrection(_lad(lr))
+
+
+def river_pick() -> OnlineModel:
+    """The workers' default: per series, whichever of river_lad and river_log_lad erred less over
+    about the last five days (decay 0.002 at 15 min). Homes mostly pick the log model, PV the linear
+    one: a choice learnt per series, not a setting per kind of device."""
+    return Selector({"river_lad": river_lad(), "river_log_lad": river_log_lad()}, decay=0.002)
 
 
 def river_tree() -> OnlineModel:
@@ -175,7 +233,9 @@ def river_select() -> OnlineModel:
 
 
 MODELS: dict[str, Callable[[], OnlineModel]] = {
+    "river_pick": river_pick,
     "river_lad": river_lad,
+    "river_log_lad": river_log_lad,
     "river_select": river_select,
     "river_tree": river_tree,
     "river_linear": river_linear,
@@ -196,7 +256,7 @@ class SeriesState:
 
     step_s: int
     season: int
-    model_name: str = "river_lad"
+    model_name: str = "river_pick"
     site: Site | None = None
     model: OnlineModel = field(default=None)  # type: ignore[assignment]
     history: deque[float] = field(default_factory=deque)

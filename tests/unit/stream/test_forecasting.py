@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from pathlib import Path
 
@@ -11,12 +12,14 @@ from citygrid.sim.profiles import T0_MS, load_profiles
 from citygrid.stream.features import DayProfile, Solar, features
 from citygrid.stream.forecasting import (
     MODELS,
+    LogCorrection,
     OnlineModel,
     Persistence,
     SeasonalNaive,
     Selector,
     SeriesState,
     SmartPersistence,
+    _lad,
     observe,
 )
 from citygrid.stream.solar import Site
@@ -121,3 +124,55 @@ def test_the_default_forecaster_beats_persistence_on_a_real_load() -> None:
     mae = _replay("meter", "river_lad", range(0, 60), None)
     assert mae["model"] < 0.97 * mae["persistence"], mae
     assert 0.7 < mae["coverage"] < 0.9, mae
+
+
+def test_the_log_correction_learns_ratios_and_never_overflows() -> None:
+    model = LogCorrection(_lad(0.01))
+    x = {"last": 2.0, "base": 2.0}
+    assert model.predict_one(x) == 2.0  # untrained: its baseline
+    for last in [1.0, 2.0, 4.0, 0.5] * 500:  # every step doubles whatever the level
+        model.learn_one({"last": last, "base": last}, 2 * last)
+    assert model.predict_one({"last": 3.0, "base": 3.0}) == pytest.approx(6.0, rel=0.1)
+    model.regressor.predict_one = lambda x: 1e6  # a diverged regressor
+    assert math.isfinite(model.predict_one(x))
+
+
+class _Counting(Persistence):
+    calls = 0
+
+    def predict_one(self, x: dict[str, float]) -> float:
+        self.calls += 1
+        return super().predict_one(x)
+
+
+def test_the_selector_computes_each_experts_forecast_once_per_step() -> None:
+    a, b = _Counting(), _Counting()
+    sel = Selector({"a": a, "b": b})
+    x = {"last": 1.0}
+    sel.predict_one(x)
+    sel.learn_one(x, 2.0)
+    assert a.calls == b.calls == 1
+    sel.learn_one({"last": 1.0}, 2.0)  # an example it did not forecast: scored afresh
+    assert a.calls == b.calls == 2
+
+
+def _household(model: str, days: int) -> dict[str, float]:
+    p = next(p for p in load_profiles(CACHE) if p.profile == "H0-B")
+    state = SeriesState(900, 96, model_name=model)
+    for i in range(96 * days):
+        observe(state, float(p.kw[i]), T0_MS + i * 900_000)
+    return state.mae()
+
+
+def test_the_workers_model_beats_the_linear_one_on_a_real_home() -> None:
+    picked, linear = _household("river_pick", 60)["model"], _household("river_lad", 60)["model"]
+    assert picked < linear, (picked, linear)
+
+
+def test_the_workers_model_picks_the_linear_expert_for_pv() -> None:
+    p = next(p for p in load_profiles(CACHE) if p.kind == "pv")
+    state = SeriesState(900, 96, model_name="river_pick", site=Site())
+    for i in range(96 * 120, 96 * 150):
+        observe(state, float(p.kw[i]), T0_MS + i * 900_000)
+    assert isinstance(state.model, Selector) and state.model.best == "river_lad", state.model.errors
+    assert state.mae()["model"] < 0.9 * state.mae()["smart_persistence"]
