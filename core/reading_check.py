@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import NamedTuple
 
 from citygrid.errors import MalformedReading, OutOfRange, ReadingRejected
 from citygrid.reading import Reading, SignedReading
@@ -81,9 +82,9 @@ class BatchChecks:
 
     Why processes: a reading's check (ed25519 in libsodium, then the canonical re-encode and bounds in
     Python) costs several times its parse, and on threads the Python part holds the GIL the consumer
-    needs; in `workers` processes the whole check runs on other cores. Only the envelopes go out and
-    only the refusals come back (pickling a Reading costs more than parsing it), so the caller's own
-    cost per reading stays the parse it needs anyway, done on one thread once the verdicts are in.
+    needs; in `workers` processes the whole check runs on other cores. Only the envelopes go out, and
+    only each refusal or each verified reading's (device, seq, ts_ms) comes back: pickling a Reading,
+    or parsing it again here, would cost the caller more than the check saves.
     A batch is split across the processes; verdicts come back in record order. Each verifier reads
     the registry file itself, re-reading it when it changes, as `RegistryFile` does.
     """
@@ -94,14 +95,14 @@ class BatchChecks:
         # spawn, not fork: the caller has Kafka and chain client threads a forked child must not inherit.
         self._verifiers = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
                                               initializer=_open_registry, initargs=(registry.path,))
-        self._parser = ThreadPoolExecutor(1, thread_name_prefix="reading-parse")
+        self._parser = ThreadPoolExecutor(1, thread_name_prefix="reading-verdicts")
 
     def submit(self, envelopes: Sequence[bytes]) -> PendingChecks:
         """Start checking `envelopes`; `.result()` gives one verdict per envelope, in order."""
         size = max(1, -(-len(envelopes) // self.workers))
         refusals = [self._verifiers.submit(_refusals, list(envelopes[i:i + size]))
                     for i in range(0, len(envelopes), size)]
-        return PendingChecks(self._parser.submit(_verdicts, envelopes, refusals))
+        return PendingChecks(self._parser.submit(_verdicts, refusals))
 
     def close(self) -> None:
         """Stop the verifiers and the parser (pending checks finish first)."""
@@ -117,33 +118,38 @@ def _open_registry(path: Path) -> None:
     _VERIFIER_REGISTRY = RegistryFile(path)
 
 
-def _refusals(envelopes: list[bytes]) -> list[ReadingRejected | None]:
-    """In a verifier process: each envelope's refusal, or None where it checks out."""
+class Verified(NamedTuple):
+    """What a consumer that places readings by device, seq and time needs of a verified one."""
+
+    device: str
+    seq: int
+    ts_ms: int
+
+
+def _refusals(envelopes: list[bytes]) -> list[ReadingRejected | tuple[str, int, int]]:
+    """In a verifier process: each envelope's refusal, or its (device, seq, ts_ms) where it checks out."""
     assert _VERIFIER_REGISTRY is not None
     registry = _VERIFIER_REGISTRY.current()
-    out: list[ReadingRejected | None] = []
+    out: list[ReadingRejected | tuple[str, int, int]] = []
     for e in envelopes:
-        verdict = envelope_verdict(e, registry)
-        out.append(verdict if isinstance(verdict, ReadingRejected) else None)
+        v = envelope_verdict(e, registry)
+        out.append(v if isinstance(v, ReadingRejected) else (v.device, v.seq, v.ts_ms))
     return out
 
 
-def _verdicts(envelopes: Sequence[bytes], refusals: list[Future[list[ReadingRejected | None]]]
-              ) -> list[Reading | ReadingRejected]:
-    """The batch's verdicts: each refusal as the verifier gave it, else the envelope's reading (its
-    parse is deterministic, so it is the reading the verifier checked)."""
-    flat = [r for part in refusals for r in part.result()]
-    return [r if r is not None else SignedReading.decode(e).reading()
-            for e, r in zip(envelopes, flat, strict=True)]
+def _verdicts(refusals: list[Future[list[ReadingRejected | tuple[str, int, int]]]]
+              ) -> list[Verified | ReadingRejected]:
+    """The batch's verdicts, in record order."""
+    return [v if isinstance(v, ReadingRejected) else Verified(*v) for part in refusals for v in part.result()]
 
 
 class PendingChecks:
     """The verdicts of one submitted batch."""
 
-    def __init__(self, verdicts: Future[list[Reading | ReadingRejected]]) -> None:
+    def __init__(self, verdicts: Future[list[Verified | ReadingRejected]]) -> None:
         self._verdicts = verdicts
 
-    def result(self) -> list[Reading | ReadingRejected]:
+    def result(self) -> list[Verified | ReadingRejected]:
         """Every verdict of the batch, in record order (waits for the checks still running)."""
         return self._verdicts.result()
 

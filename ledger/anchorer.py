@@ -40,7 +40,7 @@ from citygrid.ledger.remarks import anchor_remark
 from citygrid.ledger.signer import role_keypair
 from citygrid.merkle import MerkleTree
 from citygrid.reading import Reading
-from citygrid.reading_check import BatchChecks, PendingChecks, ReadingChecker
+from citygrid.reading_check import BatchChecks, PendingChecks, ReadingChecker, Verified
 from citygrid.settings import CitygridSettings
 
 log = structlog.get_logger(__name__)
@@ -79,7 +79,8 @@ class Anchorer:
         return cls(s, AnchorStore(s.paths.anchor_store), chain,
                    role_keypair(s, "anchorer", chain.chain_type()))
 
-    def place(self, record: object, checked: Reading | ReadingRejected | None = None) -> int | None:
+    def place(self, record: object,
+              checked: Reading | Verified | ReadingRejected | None = None) -> int | None:
         """Batch one consumed record (kafka-python's ConsumerRecord, or bytes); the interval start of
         the batch now holding it, or None if none does (already anchored, or refused). `checked` is
         the record's verdict when `BatchChecks` already computed it; else it is checked here."""
@@ -95,7 +96,7 @@ class Anchorer:
             self._refuse(record, "unprocessable", repr(exc))
         return None
 
-    def _place(self, reading: Reading, envelope: bytes) -> int | None:
+    def _place(self, reading: Reading | Verified, envelope: bytes) -> int | None:
         held = self.store.envelope(reading.device, reading.seq)
         if held is None:
             held = self.batcher.held(reading.device, reading.seq)

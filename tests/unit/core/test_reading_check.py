@@ -43,6 +43,6 @@ def test_batch_verdicts_match_one_by_one_checks_in_record_order(tmp_path: Path) 
         if expected is None:
             assert isinstance(verdict, ReadingRejected)
         else:
-            assert verdict == expected
+            assert verdict == (expected.device, expected.seq, expected.ts_ms)
     reasons = [v.reason for v in verdicts if isinstance(v, ReadingRejected)]
     assert reasons == ["bad_signature", "malformed", "unknown_device"]
