@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import faust
-from faust.types import TP, ConsumerT, ProducerT
+from faust.types import TP, ConsumerT
 from prometheus_client import Counter
 
 from citygrid.kafka_clients import client_options
@@ -72,11 +72,8 @@ def make_app(s: CitygridSettings) -> faust.App:
         # Faust's own files (its table data and lock) beside the rest of this worker's state, not in the cwd.
         datadir=str(s.paths.data_dir / f"faust-{s.kafka.stream_app_id}"),
         producer_acks=-1,
-        # Forecasts, stats and changelog records go out one per reading: let aiokafka batch them. A
-        # device's sealed models are ~12 KB, so aiokafka's default 16 KB batch held about one of them:
-        # larger batches mean a produce request per partition per batch, not per state.
-        producer_linger=0.02,
-        producer_max_batch_size=512 * 1024,
+        # Forecasts, stats and changelog records go out one per reading: let aiokafka batch them.
+        producer_linger=0.005,
         broker_credentials=broker_credentials(s.kafka),
     )
     read_committed(app)  # the readings topic is written in transactions: skip aborted records
@@ -121,73 +118,62 @@ def declare_channels(app: faust.App, s: CitygridSettings) -> Channels:
 
 
 def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
-    """The agents: one for every per-reading step (statistics, learning, routing to groups), and one
-    for feeder/intersection aggregates.
+    """The agents: device statistics, per-device learning, and feeder/intersection aggregates.
 
-    One readings agent, not one per step: Faust hands every record to every agent that reads its
-    topic, each through its own queue, event-loop turn and ack, which cost more than a step's work
-    (benchmarks/stream_learning.py). group_by is not needed: the ingest keys the readings topic by
-    device, so one device's readings always land on the same partition and worker. Every agent sends
-    its outputs before it checkpoints its tables: a crash in between re-emits outputs, never loses them.
+    group_by is not needed: the ingest keys the readings topic by device, so one device's
+    readings always land on the same partition and worker. Every agent sends its outputs
+    before it checkpoints its table: a crash in between re-emits outputs, never loses them.
     """
-    steps = ReadingSteps(c, s, FleetView(), LiveStates(), LagWatch())
+    fleet, live_states, lag = FleetView(), LiveStates(), LagWatch()
     metrics.start_domains(DOMAINS)
 
     @app.timer(LAG_REFRESH_S)
     async def refresh_lag() -> None:
-        steps.lag.refresh(app.consumer)
+        lag.refresh(app.consumer)
+
+    verified = c.checker.reading_or_none
 
     @app.agent(c.readings)
-    async def readings(stream: faust.Stream) -> None:
+    async def process(stream: faust.Stream) -> None:
         async for events in _batches(stream, s):
-            await steps.run(app.producer, events)
+            batch = stats_batch(_records(events), c.stats_table.get, fleet.observe, verified)
+            SKIPPED.inc(batch.skipped)
+            PROCESSED.inc(len(batch.records))
+            await _send(c.stats, batch.records)
+            c.stats_table.update(batch.latest)
+
+    @app.agent(c.readings)
+    async def learn(stream: faust.Stream) -> None:
+        async for events in _batches(stream, s):
+            t0 = time.perf_counter()
+            batch = learn_batch(_records(events), c.models_table.get, s, live_states, c.checker.check)
+            await _send(c.forecasts, batch.forecasts)
+            await _send(c.alerts, batch.alerts)
+            for i, reason, error in batch.rejected:
+                await send_dead(c.learner_dead, "learner", events[i], reason, error)
+            c.models_table.update(batch.states)
+            SKIPPED.inc(batch.skipped)
+            lag.processed(events)
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    @app.agent(c.readings)
+    async def regroup(stream: faust.Stream) -> None:
+        # Re-key by group (district, kind) so each group's sums and model live on one worker.
+        async for event in stream.events():
+            routed = route(event.value, event.headers, s, verified)
+            if routed is None:
+                UNGROUPED.inc()
+                continue
+            await c.by_group.send(key=routed[0], value=routed[1])
 
     @app.agent(c.by_group)
     async def aggregate(stream: faust.Stream) -> None:
         async for events in _batches(stream, s):
             batch = aggregate_batch(_records(events), c.groups_table.get, s)
-            await _send(app.producer, c.forecasts, batch.forecasts)
+            await _send(c.forecasts, batch.forecasts)
             for i, reason, error in batch.rejected:
                 await send_dead(c.aggregates_dead, "aggregates", events[i], reason, error)
-            await _checkpoint(app.producer, c.groups_table, batch.states)
-
-
-@dataclass(frozen=True)
-class ReadingSteps:
-    """What the readings agent does with a batch: the plain functions, their outputs sent, then the
-    tables checkpointed (each device's state once per batch)."""
-
-    c: Channels
-    s: StreamSettings
-    fleet: FleetView
-    live_states: LiveStates
-    lag: LagWatch
-
-    async def run(self, producer: ProducerT, events: list[faust.EventT]) -> None:
-        """Count, learn and route one batch of readings-topic events."""
-        c, s, t0 = self.c, self.s, time.perf_counter()
-        records, verified = _records(events), c.checker.reading_or_none
-        stats = stats_batch(records, c.stats_table.get, self.fleet.observe, verified)
-        learned = learn_batch(records, c.models_table.get, s, self.live_states, c.checker.check)
-        members = []  # re-keyed by group (district, kind): each group's sums and model on one worker
-        for e in events:
-            routed = route(e.value, e.headers, s, verified)
-            if routed is None:
-                UNGROUPED.inc()
-            else:
-                members.append(routed)
-        await _send(producer, c.stats, stats.records)
-        await _send(producer, c.forecasts, learned.forecasts)
-        await _send(producer, c.alerts, learned.alerts)
-        await _send(producer, c.by_group, members)
-        for i, reason, error in learned.rejected:
-            await send_dead(c.learner_dead, "learner", events[i], reason, error)
-        await _checkpoint(producer, c.stats_table, stats.latest)
-        await _checkpoint(producer, c.models_table, learned.states)
-        PROCESSED.inc(len(stats.records))
-        SKIPPED.inc(stats.skipped + learned.skipped)
-        self.lag.processed(events)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+            c.groups_table.update(batch.states)
 
 
 def _batches(stream: faust.Stream, s: StreamSettings) -> AsyncIterator[list[faust.EventT]]:
@@ -199,25 +185,9 @@ def _records(events: list[faust.EventT]) -> list[tuple[bytes | None, bytes]]:
     return [(e.key, e.value) for e in events]
 
 
-async def _checkpoint(producer: ProducerT, table: faust.Table, states: dict[bytes, bytes]) -> None:
-    # What Table.update does (each key's record to the changelog, on the partition the producer's
-    # partitioner gives its key as use_partitioner asks; the value into the table's memory store), minus
-    # Faust's changelog buffer: it publishes one record per event-loop turn, and from 100 queued the
-    # consumer stops feeding the agents until it drains (ProducerBuffer.wait_until_ebb), which stalled
-    # a worker checkpointing a few hundred states a batch.
-    await _send(producer, table.changelog_topic, states.items())
-    store = table.data
-    for key, value in states.items():
-        store[key] = value
-
-
-async def _send(producer: ProducerT, topic: faust.TopicT, records: Iterable[tuple[bytes, bytes]]) -> None:
-    # Straight to the producer, which batches (producer_linger): Topic.send wraps each record in
-    # promises, serializer look-ups and sensor calls that cost more than the record (raw bytes here).
-    name = topic.get_topic_name()
-    send = producer.send
+async def _send(topic: faust.TopicT, records: list[tuple[bytes, bytes]]) -> None:
     for key, value in records:
-        await send(name, key, value, None, None, None)
+        await topic.send(key=key, value=value)
 
 
 class LagWatch:
