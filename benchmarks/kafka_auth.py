@@ -82,8 +82,8 @@ def _write(writer: CitygridSettings, topic: str, envelopes: list[bytes]) -> floa
 
 
 class _ParseOnly:
-    """The baseline anchorer: every record taken as it comes, parsed (on BatchChecks's parse thread,
-    as the secure anchorer parses) but never verified."""
+    """The baseline anchorer: every record taken as it comes, parsed on one thread overlapping the
+    next poll (as BatchChecks overlaps its checks) but never verified."""
 
     def __init__(self, registry: object, workers: int) -> None:
         self._parser = ThreadPoolExecutor(1)

@@ -61,15 +61,22 @@ def meter() -> ProfileReplay:
     return ProfileReplay(profile, int(time.time() * 1000) - 20 * 86400 * 1000, 96 * 150)
 
 
-def test_broker_outage_loses_and_duplicates_nothing(edge_live, own_broker: OwnBroker, ingest,
-                                                    tmp_path: Path) -> None:
-    s, n = edge_live, 600
+def connected_meter(s: CitygridSettings, n: int, tmp_path: Path
+                    ) -> tuple[DeviceKey, ProfileReplay, Outbox, Publisher]:
+    """A new meter enrolled on `s`'s broker that will make `n` readings: its key, driver, outbox and
+    connected publisher."""
     key, device = register(s)
     driver = meter()
     driver.steps = n
-    outbox = Outbox(tmp_path / "outbox.db")
     pub = Publisher(device.mqtt, client_id=f"edge-{key.device_id}")
     pub.connect()
+    return key, driver, Outbox(tmp_path / "outbox.db"), pub
+
+
+def test_broker_outage_loses_and_duplicates_nothing(edge_live, own_broker: OwnBroker, ingest,
+                                                    tmp_path: Path) -> None:
+    s, n = edge_live, 600
+    key, driver, outbox, pub = connected_meter(s, n, tmp_path)
     agent = EdgeAgent(key, Paced(driver, 0.006), pub, outbox=outbox)
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(agent.run(drain_timeout_s=90)))
@@ -134,12 +141,7 @@ def test_readings_no_subscription_took_stay_in_the_outbox_until_the_ingest_subsc
     s, n = edge_live, 20
     own_broker.stop()
     own_broker.start()  # the ingest's session is back, its $share subscription is not
-    key, device = register(s)
-    driver = meter()
-    driver.steps = n
-    outbox = Outbox(tmp_path / "outbox.db")
-    pub = Publisher(device.mqtt, client_id=f"edge-{key.device_id}")
-    pub.connect()
+    key, driver, outbox, pub = connected_meter(s, n, tmp_path)
     unrouted_before = UNROUTED._value.get()
     result: list[int] = []
     thread = threading.Thread(target=lambda: result.append(EdgeAgent(key, driver, pub, outbox=outbox)
