@@ -42,9 +42,13 @@ def letter(value: bytes, source: str, reason: str, error: str) -> bytes:
 async def send_dead(topic: faust.TopicT, consumer: str, event: faust.EventT, reason: str,
                     error: str) -> None:
     """Dead-letter one event's record and count it."""
-    value = event.value if isinstance(event.value, bytes) else b""
-    await topic.send(key=event.key if isinstance(event.key, bytes) else None,
-                     value=letter(value, source_of(event), reason, error))
+    await send_dead_record(topic, consumer, event.key, event.value, source_of(event), reason, error)
+
+
+async def send_dead_record(topic: faust.TopicT, consumer: str, key: object, value: object, source: str,
+                           reason: str, error: str) -> None:
+    """Dead-letter one record (from `source`, topic/partition/offset) and count it."""
+    await topic.send(key=key if isinstance(key, bytes) else None,
+                     value=letter(value if isinstance(value, bytes) else b"", source, reason, error))
     DEAD_LETTERS.labels(consumer, reason).inc()
-    log.warning("dead_lettered", consumer=consumer, reason=reason, source=source_of(event),
-                error=error[:300])
+    log.warning("dead_lettered", consumer=consumer, reason=reason, source=source, error=error[:300])

@@ -66,6 +66,18 @@ def read_tail(s: KafkaSettings, topic: str, per_partition: int, timeout_s: float
                        max_partition_fetch_bytes=8 * 1024 * 1024)
 
 
+def read_partition(s: KafkaSettings, topic: str, partition: int, start: int, end: int,
+                   timeout_s: float = 30.0) -> list[ConsumerRecord]:
+    """The records of one partition with start <= offset < end, read without a consumer group."""
+    consumer = _reader(s)
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        return _read(consumer, {tp: start}, {tp: end}, timeout_s, f"{topic}/{partition} [{start}, {end})")
+    finally:
+        consumer.close()
+
+
 def _read_range(s: KafkaSettings, topic: str, first: Callable[[Offsets, Offsets], Offsets],
                 timeout_s: float, what: str, **options: object) -> list[ConsumerRecord]:
     """The records of every partition from `first(starts, ends)` up to the end offsets seen now."""
@@ -76,16 +88,22 @@ def _read_range(s: KafkaSettings, topic: str, first: Callable[[Offsets, Offsets]
             return []
         ends = consumer.end_offsets(tps)
         consumer.assign(tps)
-        for tp, offset in first(consumer.beginning_offsets(tps), ends).items():
-            consumer.seek(tp, offset)
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {what} in {timeout_s}s")
-            for batch in consumer.poll(timeout_ms=500).values():
-                # Records written after the snapshot of end offsets belong to the next read.
-                records.extend(r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)])
-        return records
+        return _read(consumer, first(consumer.beginning_offsets(tps), ends), ends, timeout_s, what)
     finally:
         consumer.close()
+
+
+def _read(consumer: KafkaConsumer, starts: Offsets, ends: Offsets, timeout_s: float,
+          what: str) -> list[ConsumerRecord]:
+    """Poll the assigned partitions from `starts` until each reaches its offset in `ends`."""
+    for tp, offset in starts.items():
+        consumer.seek(tp, offset)
+    records: list[ConsumerRecord] = []
+    deadline = time.monotonic() + timeout_s
+    while any(consumer.position(tp) < ends[tp] for tp in ends):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"could not read {what} in {timeout_s}s")
+        for batch in consumer.poll(timeout_ms=500).values():
+            # Records written after the snapshot of end offsets belong to the next read.
+            records.extend(r for r in batch if r.offset < ends[TopicPartition(r.topic, r.partition)])
+    return records

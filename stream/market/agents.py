@@ -9,22 +9,37 @@ interval's gate clears its book (see `exchange`). When an interval clears, its s
 record each), its trades and its summary are published, keyed by interval, in that order; a worker
 killed before it marked the book cleared lets its successor publish the same records again, which
 the settler and the audit recognise by their deterministic ids and hashes.
+
+Each partition's state records the offset of the last orders record it took, so every record is taken
+into the books once and in log order: one the state already holds (redelivered after a takeover) is
+passed over, and when the consumer hands over a record past a gap, the records in the gap are read from
+the partition directly and taken first. faust-streaming 0.15 can drop records fetched while a partition
+it was just assigned is still being recovered (seen here: a survivor of a killed worker never booked the
+orders sent right after the kill); without this, those orders would silently miss their book.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import faust
+import structlog
+from prometheus_client import Counter
 
 from citygrid.participants import Participants
 from citygrid.settings import CitygridSettings
-from citygrid.stream.dead_letters import WORKER, send_dead
+from citygrid.stream.dead_letters import WORKER, send_dead_record
+from citygrid.stream.kafka_topics import read_partition
 from citygrid.stream.learning import state_key
 from citygrid.stream.market.auction import MarketPlan
-from citygrid.stream.market.book import BOOK_TABLE, Books, MarketRules
+from citygrid.stream.market.book import BOOK_TABLE, Books, MarketRules, unseen
 from citygrid.stream.market.exchange import ClearedInterval, Refused, take_record, tick_record
 from citygrid.topics import cleared_orders_topic, dead_letters_topic, interval_summaries_topic
+
+log = structlog.get_logger(__name__)
+RECOVERED = Counter("citygrid_market_records_recovered_total",
+                    "Orders records the consumer skipped, read back from the partition and taken in order")
 
 
 def market_rules(s: CitygridSettings) -> MarketRules:
@@ -57,19 +72,37 @@ def register_market(app: faust.App, s: CitygridSettings) -> Books:
             await trades.send(key=key, value=t.model_dump_json().encode())
         await summaries.send(key=key, value=c.summary.encode())
 
+    async def take(partition: int, offset: int, key: object, value: object) -> None:
+        source = f"{k.orders_topic}/{partition}/{offset}"
+        try:
+            cleared = take_record(books, rules, partition, key, value, m)  # type: ignore[arg-type]
+        except Refused as exc:
+            cleared = []
+            await send_dead_record(dead, "market", key, value, source, exc.reason, str(exc))
+        except Exception as exc:  # one record must never stop the market
+            cleared = []
+            await send_dead_record(dead, "market", key, value, source, "unprocessable", repr(exc))
+        books.taken(partition, offset)
+        for c in cleared:
+            await publish(c)
+
+    async def missed(partition: int, gap: range) -> list:
+        records = await asyncio.to_thread(read_partition, k, k.orders_topic, partition, gap.start, gap.stop)
+        RECOVERED.inc(len(records))
+        log.warning("market_records_recovered", partition=partition, first=gap.start, last=gap.stop - 1,
+                    records=len(records))
+        return records
+
     @app.agent(orders)
     async def market(stream: faust.Stream) -> None:
         async for event in stream.events():
-            try:
-                cleared = take_record(books, rules, event.message.partition, event.key, event.value, m)
-            except Refused as exc:
-                await send_dead(dead, "market", event, exc.reason, str(exc))
-                continue
-            except Exception as exc:  # one record must never stop the market
-                await send_dead(dead, "market", event, "unprocessable", repr(exc))
-                continue
-            for c in cleared:
-                await publish(c)
+            partition, offset = event.message.partition, event.message.offset
+            gap = unseen(books.clock(partition).offset, offset)
+            if gap is None:
+                continue  # already in the books
+            for r in await missed(partition, gap) if gap else []:
+                await take(partition, r.offset, r.key, r.value)
+            await take(partition, offset, event.key, event.value)
 
     @app.timer(interval=m.tick_s)
     async def tick() -> None:

@@ -5,7 +5,9 @@ partition, and the worker that owns that partition is the only one that books an
 state lives in a Faust table whose changelog follows the orders partition it was written from, so
 whichever worker takes the partition over (after a rebalance or a kill) restores the same books:
 - `o|<interval>|<order id>` → the order's current signed revision;
-- `p|<partition>` → that partition's `PartitionClock`: the last market tick it saw and its open intervals.
+- `p|<partition>` → that partition's `PartitionClock`: the last market tick it saw, its open intervals and
+  the offset of the last orders record the state includes (so a record is taken into it once, and a
+  record the consumer skipped is noticed: see `agents.py`).
 Every value is sealed (citygrid.sealed, HMAC under the workers' state key, bound to its table key) and
 is JSON, never a pickle: a value written to the changelog by anyone else is refused, counted and
 dropped (an order so lost is missing from its book, which the published root and the audit show).
@@ -51,12 +53,14 @@ class MarketRules:
 
 
 class PartitionClock(BaseModel):
-    """One orders partition's market time (the last tick it saw) and the intervals with open books."""
+    """One orders partition's market time (the last tick it saw), the intervals with open books, and the
+    offset of the last record of the partition taken into this state (-1: none yet)."""
 
     model_config = ConfigDict(extra="forbid")
 
     tick_ms: int = Field(default=0, ge=0, le=MAX_INT64)
     open: list[int] = Field(default_factory=list)
+    offset: int = Field(default=-1, ge=-1, le=MAX_INT64)
 
 
 class Books:
@@ -91,6 +95,12 @@ class Books:
         """Store the partition's clock."""
         self._put(f"p|{partition}".encode(), clock.model_dump_json().encode())
 
+    def taken(self, partition: int, offset: int) -> None:
+        """Note that the partition's record at `offset` is in the state (booked, refused or a tick)."""
+        clock = self.clock(partition)
+        if offset > clock.offset:
+            self.set_clock(partition, clock.model_copy(update={"offset": offset}))
+
     def current(self, interval_start_ms: int, order_id: str) -> SignedOrder | None:
         """The booked revision of an order, if any."""
         raw = self._get(_order_key(interval_start_ms, order_id))
@@ -111,6 +121,16 @@ class Books:
         prefix = f"o|{interval_start_ms}|".encode()
         for k in [k for k in list(self.table.keys()) if k.startswith(prefix)]:
             del self.table[k]
+
+
+def unseen(last_taken: int, offset: int) -> range | None:
+    """The offsets to take before the record at `offset`, given the last one the state took: None if that
+    record is already in the state (redelivered after a takeover); the offsets in between if the consumer
+    skipped some (the orders topic is written without transactions, so its offsets have no gaps of their
+    own); empty if it follows on, or if the state has taken nothing yet."""
+    if offset <= last_taken:
+        return None
+    return range(last_taken + 1, offset) if last_taken >= 0 else range(0)
 
 
 def _order_key(interval_start_ms: int, order_id: str) -> bytes:

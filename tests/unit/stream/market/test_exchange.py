@@ -14,7 +14,7 @@ from citygrid.signed_orders import SignedOrder
 from citygrid.signing import DeviceKey
 from citygrid.stream.market import clear
 from citygrid.stream.market.auction import MarketPlan
-from citygrid.stream.market.book import Books, MarketRules
+from citygrid.stream.market.book import Books, MarketRules, unseen
 from citygrid.stream.market.exchange import (
     Refused,
     expected_partition,
@@ -133,3 +133,19 @@ def test_changelog_values_not_sealed_by_the_workers_are_refused_counted_and_neve
     [cleared] = _feed(Books(forged, STATE_KEY), [_tick(GATE)])
     assert cleared.summary.order_count == len(order_keys) - 2
     assert REGISTRY.get_sample_value("citygrid_market_state_refused_total") == before + 2
+
+
+def test_the_books_know_their_last_record_so_redeliveries_pass_and_skipped_records_are_named() -> None:
+    changelog: dict[bytes, bytes] = {}
+    books = Books(changelog, STATE_KEY)
+    assert unseen(books.clock(PART).offset, 0) == range(0)  # a fresh partition: nothing to make up
+    for offset in (0, 1, 2):
+        books.taken(PART, offset)
+    books.taken(PART, 1)  # never backwards
+    survivor = Books(dict(changelog), STATE_KEY)  # another worker restores the same state
+    last = survivor.clock(PART).offset
+    assert last == 2
+    assert unseen(last, 2) is None and unseen(last, 0) is None  # redelivered: already in the books
+    assert unseen(last, 3) == range(0)  # follows on
+    assert unseen(last, 7) == range(3, 7)  # the consumer skipped 3..6: read them first
+    assert Books({}, STATE_KEY).clock(PART).offset == -1
