@@ -26,9 +26,14 @@ MAX_KEPT_BYTES = 32 * 1024
 
 
 def source_of(event: faust.EventT) -> str:
-    """Where a record came from: topic/partition/offset."""
+    """Where an event's record came from: topic/partition/offset."""
     m = event.message
-    return f"{m.topic}/{m.partition}/{m.offset}"
+    return record_source(m.topic, m.partition, m.offset)
+
+
+def record_source(topic: str, partition: int, offset: int) -> str:
+    """Where a record came from, as every dead letter names it: topic/partition/offset."""
+    return f"{topic}/{partition}/{offset}"
 
 
 def letter(value: bytes, source: str, reason: str, error: str) -> bytes:

@@ -29,7 +29,7 @@ from prometheus_client import Counter
 
 from citygrid.participants import Participants
 from citygrid.settings import CitygridSettings
-from citygrid.stream.dead_letters import WORKER, send_dead_record
+from citygrid.stream.dead_letters import WORKER, record_source, send_dead_record
 from citygrid.stream.kafka_topics import read_partition
 from citygrid.stream.learning import state_key
 from citygrid.stream.market.auction import MarketPlan
@@ -73,7 +73,7 @@ def register_market(app: faust.App, s: CitygridSettings) -> Books:
         await summaries.send(key=key, value=c.summary.encode())
 
     async def take(partition: int, offset: int, key: object, value: object) -> None:
-        source = f"{k.orders_topic}/{partition}/{offset}"
+        source = record_source(k.orders_topic, partition, offset)
         try:
             cleared = take_record(books, rules, partition, key, value, m)  # type: ignore[arg-type]
         except Refused as exc:
