@@ -22,7 +22,7 @@ from citygrid.edge.traffic.controller import SignalController
 from citygrid.reading import Reading
 from citygrid.settings import CitygridSettings
 from citygrid.sim.traffic.metrics import trip_stats
-from citygrid.sim.traffic.networks import Case, Prepared, prepare
+from citygrid.sim.traffic.networks import Case, Prepared, TrafficEvaluationError, prepare
 from citygrid.stream.traffic.advice import Advisor
 
 MODES = ("fixed", "actuated", "actuated-rebuilt", "max-pressure", "citygrid-edge", "citygrid")
@@ -42,8 +42,10 @@ def device_name(tls: str) -> str:
 def sumo_command(p: Prepared, mode: str, seed: int, tripinfo: Path) -> list[str]:
     """The SUMO command line of one run: the same demand, detectors and seed; the control differs."""
     c = p.case
-    net = p.rebuilt_net if mode == "actuated-rebuilt" else c.net
-    adds = [*c.additionals, p.detectors] + ([p.actuated_own] if mode == "actuated" else [])
+    rebuilt = mode == "actuated-rebuilt"
+    net = p.rebuilt_net if rebuilt else c.net
+    adds = [*c.additionals, p.rebuilt_detectors if rebuilt else p.detectors]
+    adds += [p.actuated_own] if mode == "actuated" else []
     cmd = ["sumo", "-n", str(net), "--additional-files", ",".join(str(a) for a in adds),
            "--seed", str(seed), "--begin", str(c.begin), "--end", str(c.end), "--no-step-log", "true",
            "--no-warnings", "true", "--duration-log.disable", "true", "--time-to-teleport", "300",
@@ -61,14 +63,19 @@ def run_one(p: Prepared, mode: str, seed: int, s: CitygridSettings, out_dir: Pat
     # The process id too: two evaluations sharing a cache must not write one file.
     tripinfo = out_dir / f"tripinfo-{p.case.name}-{mode}-{seed}-{os.getpid()}.xml"
     t0 = time.perf_counter()
-    sim.start(sumo_command(p, mode, seed, tripinfo))
     try:
-        if mode in POLICY:
-            controlled_run(sim, s, p.case.end, POLICY[mode], advised=mode == "citygrid")
-        else:
-            sim.simulationStep(float(p.case.end))
-    finally:
-        sim.close()
+        sim.start(sumo_command(p, mode, seed, tripinfo))
+        try:
+            if mode in POLICY:
+                controlled_run(sim, s, p.case.end, POLICY[mode], advised=mode == "citygrid")
+            else:
+                sim.simulationStep(float(p.case.end))
+        finally:
+            sim.close()
+    except (sim.TraCIException, sim.FatalTraCIError) as exc:
+        # libsumo's own errors cannot cross the process pool: say which run failed, and why.
+        raise TrafficEvaluationError(
+            f"SUMO failed on {p.case.name} ({mode}, seed {seed}): {exc}") from None
     stats = trip_stats(tripinfo, p.case.begin, p.case.end)
     tripinfo.unlink()
     return {"case": p.case.name, "mode": mode, "seed": seed, "wall_s": round(time.perf_counter() - t0, 2),

@@ -51,6 +51,7 @@ class Prepared:
     detectors: Path  # citygrid's lane-area detectors (used by every mode, so all see the same sensors)
     actuated_own: Path  # additional file: the map's own plans as SUMO actuated programs
     rebuilt_net: Path  # netconvert --tls.rebuild --tls.default-type actuated
+    rebuilt_detectors: Path  # the same zones on the rebuilt network (netconvert recomputes lane lengths)
 
 
 def _files(cfg: Path, root: ET.Element, tag: str) -> tuple[Path, ...]:
@@ -82,21 +83,31 @@ def grid_case(cache_dir: Path, scenario: Scenario, name: str) -> Case:
     return Case(name, folder / "net.net.xml", (folder / "routes.rou.xml",), (), 0, int(scenario.hours * 3600))
 
 
-def _layouts(net: Path) -> tuple[list[Layout], dict[str, float]]:
-    """Every light's layout and every lane's length, read from the network file (no simulation)."""
+def _layouts(net: Path) -> tuple[list[Layout], detectors.LaneGraph]:
+    """Every light's layout and the lane graph, read from the network file (no simulation)."""
     root = ET.parse(net).getroot()
     lengths = {ln.get("id"): float(ln.get("length")) for ln in root.iter("lane")}
+    lights = {j.get("id") for j in root.iter("junction") if "traffic_light" in (j.get("type") or "")}
+    signalised = frozenset(ln.get("id") for e in root.iter("edge") if e.get("to") in lights
+                           for ln in e.iter("lane"))
     links: dict[str, list[Movement]] = {}
+    succ: dict[str, list[str]] = {}
+    pred: dict[str, list[str]] = {}
     for c in root.iter("connection"):
+        a, b = f"{c.get('from')}_{c.get('fromLane')}", f"{c.get('to')}_{c.get('toLane')}"
+        if not a.startswith(":") and not b.startswith(":"):
+            succ.setdefault(a, []).append(b)
+            pred.setdefault(b, []).append(a)
         if c.get("tl") and c.get("linkIndex") is not None:
-            a, b = f"{c.get('from')}_{c.get('fromLane')}", f"{c.get('to')}_{c.get('toLane')}"
             links.setdefault(c.get("tl"), []).append(Movement(int(c.get("linkIndex")), a, b))
     layouts = []
     for logic in root.iter("tlLogic"):
         phases = tuple(_Phase(float(p.get("duration")), p.get("state")) for p in logic.iter("phase"))
         layouts.append(Layout.of(logic.get("id"), logic.get("programID"), phases,
                                  tuple(sorted(links.get(logic.get("id"), []), key=lambda m: m.index))))
-    return layouts, lengths
+    graph = detectors.LaneGraph(lengths, {k: tuple(dict.fromkeys(v)) for k, v in succ.items()},
+                                {k: tuple(dict.fromkeys(v)) for k, v in pred.items()}, signalised)
+    return layouts, graph
 
 
 @dataclass(frozen=True)
@@ -106,16 +117,18 @@ class _Phase:
 
 
 def _detectors_xml(net: Path) -> bytes:
-    layouts, lengths = _layouts(net)
+    layouts, graph = _layouts(net)
     root = ET.Element("additional")
     seen = set()
     for layout in layouts:
-        for det, lane, start, end in detectors.placements(layout, lengths):
-            if det in seen:
+        for d in detectors.placements(layout, graph):
+            if d.id in seen:
                 continue
-            seen.add(det)
-            ET.SubElement(root, "laneAreaDetector", id=det, lane=lane, pos=f"{start:.2f}",
-                          endPos=f"{end:.2f}", period="3600", file="NUL")
+            seen.add(d.id)
+            det = ET.SubElement(root, "laneAreaDetector", id=d.id, lane=d.lane, pos=f"{d.start:.2f}",
+                                endPos=f"{d.end:.2f}", period="3600", file="NUL")
+            if d.weight != 1.0:
+                ET.SubElement(det, "param", key="weight", value=f"{d.weight:.6g}")
     return ET.tostring(root)
 
 
@@ -138,16 +151,16 @@ def _actuated_own_xml(net: Path) -> bytes:
 
 def prepare(cache_dir: Path, case: Case) -> Prepared:
     """Write (once) the detectors, the actuated own plans and the rebuilt network next to the case."""
-    # Keyed by the network and the zones' geometry: a change to either places the detectors anew.
-    zones = f"{detectors.QUEUE_ZONE_M},{detectors.APPROACH_ZONE_M},{detectors.STOP_ZONE_M}"
-    digest = hashlib.sha256(case.net.read_bytes() + zones.encode()).hexdigest()[:12]
+    # Keyed by the network and the detectors placed on it: a change to either prepares anew.
+    placed = _detectors_xml(case.net)
+    digest = hashlib.sha256(case.net.read_bytes() + placed).hexdigest()[:12]
     folder = Path(cache_dir) / "evaluation-nets" / f"{case.name}-{digest}"
     done = Prepared(case, folder / "detectors.add.xml", folder / "actuated.add.xml",
-                    folder / "rebuilt.net.xml")
+                    folder / "rebuilt.net.xml", folder / "rebuilt-detectors.add.xml")
     if done.rebuilt_net.exists():
         return done
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(done.detectors, _detectors_xml(case.net))
+    atomic_write(done.detectors, placed)
     atomic_write(done.actuated_own, _actuated_own_xml(case.net))
     out = folder / "netconvert.out.xml"
     proc = subprocess.run([str(sumo_home() / "bin" / "netconvert"), "-s", str(case.net), "--tls.rebuild",
@@ -156,6 +169,7 @@ def prepare(cache_dir: Path, case: Case) -> Prepared:
     if proc.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
         raise TrafficEvaluationError(f"netconvert could not rebuild {case.net.name}: {proc.stderr[-800:]}")
+    atomic_write(done.rebuilt_detectors, _detectors_xml(out))
     # Written last and atomically: its presence is what marks the folder as complete.
     atomic_write(done.rebuilt_net, out.read_bytes())
     out.unlink()
