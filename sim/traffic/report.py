@@ -81,7 +81,9 @@ def report_notes(seeds: list[int], hours: float, seconds: float) -> list[str]:
         "--tls.rebuild --tls.default-type actuated. max-pressure: the reference (queue in - queue out "
         "per phase, decided every 10 s as in RESCO). citygrid-edge: the edge controller alone; "
         "citygrid: the same with the stream's River-forecast advice (applied one interval later, as "
-        "in the live loop). Every control sees the same lane-area detectors.",
+        "in the live loop), which caps a green only where the forecasts exceed the cycle. Every "
+        "control sees the same lane-area detectors (queue and exit zones go on over short lanes up "
+        "to the next light).",
         f"grid-*: the project's own 3x3 single-lane grid, {hours} h morning peak, light / heavy / "
         "saturated demand (x1, x1.5, x2; one demand draw per seed). RESCO maps (cologne1, ingolstadt1, "
         "grid4x4): their own demand and 1 h window; the seed changes SUMO's randomness only.",
