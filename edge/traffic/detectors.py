@@ -31,7 +31,7 @@ APPROACH_ZONE_M = 100.0
 STOP_ZONE_M = 30.0  # ~2 s of travel at urban speed: a vehicle here will cross within the gap time
 ZONES = ("queue", "approach", "stop")  # per incoming lane, each ending at the stop line
 SPANNING = ("queue",)  # the approach zones that go on over the lanes before a short last lane
-MIN_SEGMENT_M = 1.0  # a zone goes on over a further lane only for at least this much of it
+MIN_SEGMENT_M = 1.0  # a zone goes on over a further lane only for at least this much of it (no slivers)
 
 
 def detector_id(zone: str, lane: str, segment: str | None = None) -> str:
@@ -110,13 +110,14 @@ def placements(layout: Layout, graph: LaneGraph) -> list[Placement]:
         for z in ZONES:
             span = _upstream(graph, lane, reach[z], 1.0, {lane}) if z in SPANNING else [
                 (lane, max(0.0, graph.length[lane] - reach[z]), graph.length[lane], 1.0)]
-            for seg, start, end, w in span:
-                out.append(Placement(detector_id(z, lane, None if seg == lane else seg), seg, start, end, w))
+            out += [Placement(detector_id(z, lane, None if seg == lane else seg), seg, start, end, w)
+                    for seg, start, end, w in span if seg == lane or end - start >= MIN_SEGMENT_M]
     for lane in layout.out_lanes:
         if lane.startswith(":") or lane not in graph.length:
             continue
-        for seg, start, end, w in _downstream(graph, lane, QUEUE_ZONE_M, 1.0, {lane}):
-            out.append(Placement(detector_id("exit", lane, None if seg == lane else seg), seg, start, end, w))
+        out += [Placement(detector_id("exit", lane, None if seg == lane else seg), seg, start, end, w)
+                for seg, start, end, w in _downstream(graph, lane, QUEUE_ZONE_M, 1.0, {lane})
+                if seg == lane or end - start >= MIN_SEGMENT_M]
     return out
 
 
