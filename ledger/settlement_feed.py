@@ -6,7 +6,9 @@ an interval as soon as its orders hash to the summary's root and its backed trad
 trades hash (`trade_backing.judge`); a trade that is not backed by its parties' signed orders goes to
 the settler's dead-letter topic with its reason while the genuine trades of the interval still settle.
 An interval still unproven `settlement.evidence_wait_s` after its first record (no summary, orders
-missing, a forged trade that breaks the hash) is dead-lettered whole and nothing of it is paid.
+missing, a forged trade that breaks the hash) is dead-lettered whole and nothing of it is paid. The wait
+runs out only once the feed has read everything Kafka holds: a feed catching up on a backlog (after an
+outage or a takeover) reads its partitions unevenly, and the rest of an interval may still be behind.
 
 Every record is checked before it is held: bounded, parsed strictly, orders verified against the
 participants' enrolled keys. One bad record neither stops nor poisons the genuine ones after it.
@@ -19,9 +21,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import structlog
+from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from citygrid.errors import CitygridError
@@ -56,9 +61,11 @@ def checked_trade(raw: bytes) -> Trade | tuple[str, str]:
 class Feed:
     """Each interval's evidence as records arrive, and what is settled or dead-lettered from it."""
 
-    def __init__(self, settler: Settler, s: CitygridSettings) -> None:
+    def __init__(self, settler: Settler, s: CitygridSettings,
+                 behind: Callable[[], bool] = lambda: False) -> None:
         self.settler = settler
         self.wait_s = s.settlement.evidence_wait_s
+        self.behind = behind  # whether records are left to read: then no interval's wait runs out
         k = s.kafka
         self.topics = [k.trades_topic, cleared_orders_topic(k), interval_summaries_topic(k)]
         self.dead = {t: DeadLetters(k, t, "settler") for t in self.topics}
@@ -97,9 +104,14 @@ class Feed:
 
     def settle_due(self) -> None:
         """Settle every proven interval; dead-letter what stayed unproven past the wait."""
+        now, behind = time.monotonic(), None
         for interval in sorted(self.open):
             ev = self.open[interval]
-            expired = time.monotonic() - ev.since >= self.wait_s
+            expired = now - ev.since >= self.wait_s
+            if expired:
+                behind = self.behind() if behind is None else behind
+                if behind:  # the rest of it may be in what is still unread: wait on from now
+                    ev.since, expired = now, False
             if not ev.orders_match():
                 if expired:
                     self._give_up(interval, ev)
@@ -180,6 +192,7 @@ def run_feed(settler: Settler, s: CitygridSettings, stop: threading.Event) -> No
     group's active settler or its standby."""
     feed = Feed(settler, s)
     consumer = ledger_consumer(s.kafka, feed.topics, s.settlement.group, _Handover(feed))
+    feed.behind = lambda: unread(consumer)
     uncommitted = False
     try:
         while not stop.is_set():
@@ -196,6 +209,19 @@ def run_feed(settler: Settler, s: CitygridSettings, stop: threading.Event) -> No
     finally:
         consumer.close()
         feed.close()
+
+
+def unread(consumer: KafkaConsumer) -> bool:
+    """Whether any assigned partition has committed records this consumer has not read yet (its end
+    offsets are read-committed ones, like the consumer: an open transaction's records do not count)."""
+    assigned = list(consumer.assignment())
+    if not assigned:
+        return False
+    try:
+        ends = consumer.end_offsets(assigned)
+    except KafkaError:  # the broker cannot say now: wait on rather than give up on evidence
+        return True
+    return any(consumer.position(tp) < ends[tp] for tp in assigned)
 
 
 def settle_published(settler: Settler, published: PublishedInterval) -> tuple[Settlement, list[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import secrets
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -34,6 +35,15 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 90, what: str = "a 
             return
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def exit_code(proc: subprocess.Popen, timeout_s: float, log: Path) -> int:
+    """The child's exit code once it ends; a failure showing the end of its log if it is still running."""
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running after {timeout_s}s; its log ends:\n"
+                             f"{log.read_text()[-3000:]}") from None
 
 
 def free_port(consecutive: int = 1) -> int:

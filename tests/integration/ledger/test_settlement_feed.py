@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from market_support import backed_interval, publish_interval
-from support import wait_until
+from support import exit_code, wait_until
 
 from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.settlement_history import expected_transfers, read_back
@@ -45,7 +45,7 @@ def test_feed_settles_each_interval_once_across_a_kill_before_commit(
     log1 = tmp_path / "feed1.log"
     killed = spawn(["ledger", "settle"], child_env(settler_settings(acc, crash_at="settled")), log1)
     try:
-        assert killed.wait(90) == -9, log1.read_text()[-3000:]
+        assert exit_code(killed, 90, log1) == -9, log1.read_text()[-3000:]
     finally:
         if killed.poll() is None:
             killed.kill()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from market_support import backed_interval, publish_interval
-from support import wait_until
+from support import exit_code, wait_until
 
 from citygrid.devtools.processes import spawn, stop
 from citygrid.ledger.settlement_history import expected_transfers, read_back
@@ -43,7 +43,8 @@ def test_the_standby_settler_takes_over_and_pays_each_interval_once(
     try:
         time.sleep(4)  # both in the group: the standby holds no partition
         publish_interval(s, first)
-        assert active.wait(90) == -9, (tmp_path / "active.log").read_text()[-3000:]
+        active_log = tmp_path / "active.log"
+        assert exit_code(active, 90, active_log) == -9, active_log.read_text()[-3000:]
         assert store.get(FIRST).status in ("signed", "settled")
         publish_interval(s, second)
         wait_until(lambda: all((r := store.get(i)) is not None and r.status == "settled"
