@@ -13,11 +13,14 @@ clock runs from its first polled record to the end of its last batch. The ratio 
 same run, so both sides see the same machine; so is readings per CPU-second of each process, which
 a machine shared with other work (load 5-8 on 2 cores when last run) disturbs less than wall time.
 
-Last measured (30,000 readings, 100 devices, 2026-11-25, load 5-8): bare loop 1,849 readings/s and
-3,168 per CPU-s; worker 960/s (0.52) and 1,739 per CPU-s (0.55); the target of 0.8 is missed. The
-worker's remaining own cost (py-spy, steady state): Faust's consumer, streams and acks about 15-20 %
-of its CPU, aiokafka's sender over TLS about 5-18 % (the ~12 KB sealed model state per device per
-batch dominates the bytes written), the output sends about 5-8 %.
+Last measured (20,000 readings, 100 devices, 2026-12-07, machine otherwise idle): bare loop 1,128
+readings/s and 1,147 per CPU-s; worker 364/s (0.32) and 370 per CPU-s (0.32); the target of 0.8 is
+missed. A longer batch window (`batch_within_s` 1.0 instead of 0.2) changed nothing (0.34), so the
+size of the batches is not the cause. Where the worker's CPU goes (py-spy, steady state): the learn
+agent 25 % (encoding the sealed state alone 12 %), the regroup agent 15 % (one record sent per reading
+to the re-keyed topic, and each reading verified again), the stats agent 6 %, aiokafka's sender over
+TLS about 10 %, Faust's producer buffer, fetcher and stream drainers about 10 %. The next steps are one
+agent for the three that read the readings topic, and one re-keyed record per group per batch.
 
     PYTHONPATH=.dev .venv/bin/python -m benchmarks.stream_learning [--readings N] [--devices D]
 """
