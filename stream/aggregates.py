@@ -2,9 +2,10 @@
 
 A feeder is a district's energy devices of one kind (meter load, PV); an intersection is
 a district's traffic detectors. The ingest passes each reading's district on as a Kafka
-header; `route` re-keys the reading by its group, so one group's state lives on one
-worker; `aggregate_batch` sums each group's interval and, once the interval is closed,
-feeds the total to the same `observe` step the per-device learner runs.
+header; `route_batch` re-keys a batch's readings by their group (one record per group per
+batch), so one group's state lives on one worker; `aggregate_batch` sums each group's interval
+and, once the interval is closed, feeds the total to the same `observe` step the per-device
+learner runs.
 
 An interval closes when every member of the group has reported a later one (event time),
 because the readings topic is keyed by device and a worker interleaves its partitions;
@@ -17,7 +18,7 @@ listed in `rejected` for the dead letters; a reading that does not verify is nev
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -46,6 +47,7 @@ from citygrid.topics import DISTRICT_HEADER
 log = structlog.get_logger(__name__)
 
 STATE_VERSION = 2  # 2: the series state carries quantiles, scores and the PV site
+MEMBERS_PER_RECORD = 1000  # about 200 kB of JSON: one re-keyed record stays far below Kafka's 1 MB
 GROUP_AGGREGATES = b"group-aggregates"  # the table (and seal context) of the group states
 
 UNGROUPED = Counter("citygrid_stream_aggregate_ungrouped_total",
@@ -78,6 +80,18 @@ class Member(BaseModel):
         return self.model_dump_json().encode()
 
 
+class MemberBatch(BaseModel):
+    """A batch's members of one group, in reading order: one record on the re-keyed topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    members: list[Member] = Field(min_length=1, max_length=MEMBERS_PER_RECORD)
+
+    def encode(self) -> bytes:
+        """The JSON bytes written to the internal topic."""
+        return self.model_dump_json().encode()
+
+
 def scope_of(kind: str, s: StreamSettings) -> Scope | None:
     """'feeder' for the aggregated energy kinds, 'intersection' for traffic kinds, else None."""
     if domain_of(kind, s) == "traffic":
@@ -91,8 +105,8 @@ def group_key(scope: str, district: str, kind: str) -> bytes:
 
 
 def route(envelope: bytes, headers: Mapping[str, bytes] | None, s: StreamSettings,
-          verified: Callable[[bytes], Reading | None]) -> tuple[bytes, bytes] | None:
-    """(group key, member record) for a readings-topic record, or None if it belongs to no group or
+          verified: Callable[[bytes], Reading | None]) -> tuple[bytes, Member] | None:
+    """(group key, member) for a readings-topic record, or None if it belongs to no group or
     `verified` (the worker's signature check) refuses it."""
     district = (headers or {}).get(DISTRICT_HEADER)
     if not district:
@@ -106,7 +120,35 @@ def route(envelope: bytes, headers: Mapping[str, bytes] | None, s: StreamSetting
     d = district.decode() if isinstance(district, bytes) else str(district)
     member = Member(scope=scope, group=d, kind=reading.kind, value=name, device=reading.device,
                     seq=reading.seq, ts_ms=reading.ts_ms, x=reading.values[name])
-    return group_key(scope, d, reading.kind), member.encode()
+    return group_key(scope, d, reading.kind), member
+
+
+def route_batch(records: Iterable[tuple[bytes, Mapping[str, bytes] | None]], s: StreamSettings,
+                verified: Callable[[bytes], Reading | None]) -> list[tuple[bytes, bytes]]:
+    """The re-keyed records of a batch of readings-topic records (envelope, headers): one per group
+    (at most MEMBERS_PER_RECORD members each), its members in reading order.
+
+    Why one per group rather than one per reading: a worker's CPU went mostly to producing and consuming
+    Kafka records, and a batch holds many readings of few groups (a district's feeder or intersection).
+    """
+    groups: dict[bytes, list[Member]] = {}
+    for envelope, headers in records:
+        routed = route(envelope, headers, s, verified)
+        if routed is None:
+            UNGROUPED.inc()
+            continue
+        groups.setdefault(routed[0], []).append(routed[1])
+    return [(key, MemberBatch(members=members[i:i + MEMBERS_PER_RECORD]).encode())
+            for key, members in groups.items() for i in range(0, len(members), MEMBERS_PER_RECORD)]
+
+
+def parse_members(raw: bytes) -> list[Member]:
+    """The members in a re-keyed record: a MemberBatch, or one Member as workers before batching
+    wrote them (still on the topic while a deployment upgrades); ValidationError if it is neither."""
+    try:
+        return list(MemberBatch.model_validate_json(raw).members)
+    except ValidationError:
+        return [Member.model_validate_json(raw)]
 
 
 @dataclass
@@ -210,25 +252,26 @@ class AggregateBatch:
 
 def aggregate_batch(records: list[tuple[bytes, bytes]], stored: Callable[[bytes], bytes | None],
                     s: StreamSettings) -> AggregateBatch:
-    """Add a batch of routed (group key, member record) records, in order; forecast closed intervals."""
+    """Add a batch of re-keyed (group key, members record) records, in order; forecast closed intervals."""
     secret = state_key(s)
     live: dict[bytes, GroupState] = {}
     out = AggregateBatch()
-    for i, (key, raw_member) in enumerate(records):
+    for i, (key, raw) in enumerate(records):
         try:
-            member = Member.model_validate_json(raw_member)
+            members = parse_members(raw)
         except ValidationError as exc:
-            UNGROUPED.inc()  # only `route` writes these, but a bad record must not stop the group
+            UNGROUPED.inc()  # only `route_batch` writes these, but a bad record must not stop the group
             out.rejected.append((i, "malformed", f"not a group member record: {str(exc)[:300]}"))
             continue
-        try:
-            state = live.get(key)
-            if state is None:
-                live[key] = state = _restore(key, stored(key), member, s, secret)
-            for forecast in add(state, member, s.aggregate_max_lag_steps):
-                out.forecasts.append((key, forecast.encode()))
-        except Exception as exc:  # one record must never stop its group's later ones
-            out.rejected.append((i, "unprocessable", repr(exc)[:500]))
+        for member in members:
+            try:
+                state = live.get(key)
+                if state is None:
+                    live[key] = state = _restore(key, stored(key), member, s, secret)
+                for forecast in add(state, member, s.aggregate_max_lag_steps):
+                    out.forecasts.append((key, forecast.encode()))
+            except Exception as exc:  # one member must never stop its group's later ones
+                out.rejected.append((i, "unprocessable", repr(exc)[:500]))
     for key, state in live.items():
         out.states[key] = encode_group(state, secret, key)
     return out

@@ -21,6 +21,9 @@ MAE_RATIO = Gauge(
 )
 LAG = Gauge("citygrid_stream_consumer_lag", "Readings not yet processed, per partition", ["partition"])
 BATCH_SECONDS = Histogram("citygrid_stream_batch_seconds", "Time to learn one batch of readings")
+# Each device's state is sealed once per batch: small batches cost a worker more per reading.
+BATCH_READINGS = Histogram("citygrid_stream_batch_readings", "Readings in each batch the worker processed",
+                           buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000))
 STATE_RESETS = Counter("citygrid_stream_state_resets_total",
                        "Device model states that could not be restored or used and were started afresh")
 STATE_DECODES = Counter("citygrid_stream_state_decodes_total",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from citygrid.errors import ReadingRejected
 from citygrid.reading import Reading, sign_reading
@@ -14,12 +15,16 @@ from citygrid.sealed import StateTampered, seal
 from citygrid.settings import StreamSettings
 from citygrid.signing import DeviceKey, DeviceRegistry
 from citygrid.stream.aggregates import (
+    MEMBERS_PER_RECORD,
     Member,
+    MemberBatch,
     add,
     aggregate_batch,
     decode_group,
     group_key,
     new_group,
+    parse_members,
+    route_batch,
 )
 from citygrid.stream.aggregates import route as route_with
 from citygrid.stream.errors import ModelStateError
@@ -61,21 +66,57 @@ def test_route_keys_by_district_and_kind_and_skips_what_no_group_sums() -> None:
     hdr = {DISTRICT_HEADER: b"d7"}
     verified = _verifier(meter, loop, other)
 
-    def route(envelope: bytes, headers: dict | None, s: StreamSettings) -> tuple[bytes, bytes] | None:
+    def route(envelope: bytes, headers: dict | None, s: StreamSettings) -> tuple[bytes, Member] | None:
         return route_with(envelope, headers, s, verified)
 
-    key, rec = route(_envelope(meter, 3, T0, "meter", {"p_kw": 1.5, "q_kvar": 0.2}), hdr, S)
+    key, member = route(_envelope(meter, 3, T0, "meter", {"p_kw": 1.5, "q_kvar": 0.2}), hdr, S)
     assert key == group_key("feeder", "d7", "meter") == b"feeder/d7/meter"
-    assert json.loads(rec) == {"scope": "feeder", "group": "d7", "kind": "meter", "value": "p_kw",
-                               "device": meter.device_id, "seq": 3, "ts_ms": T0, "x": 1.5}
-    key, rec = route(_envelope(loop, 0, T0, "traffic", {"vehicles": 7, "flow_veh_h": 420}), hdr, S)
-    assert key == b"intersection/d7/traffic" and json.loads(rec)["x"] == 7
+    assert json.loads(member.encode()) == {"scope": "feeder", "group": "d7", "kind": "meter", "value": "p_kw",
+                                           "device": meter.device_id, "seq": 3, "ts_ms": T0, "x": 1.5}
+    key, member = route(_envelope(loop, 0, T0, "traffic", {"vehicles": 7, "flow_veh_h": 420}), hdr, S)
+    assert key == b"intersection/d7/traffic" and member.x == 7
     assert route(_envelope(meter, 4, T0, "meter", {"p_kw": 1.0}), {}, S) is None  # no header
     assert route(_envelope(meter, 4, T0, "meter", {"p_kw": 1.0}), None, S) is None
     assert route(_envelope(other, 0, T0, "air", {"pm25": 4.0}), hdr, S) is None  # not a feeder kind
     assert route(b"not an envelope", hdr, S) is None
     forger = DeviceKey.generate()  # signs well, but is not enrolled: never in a group's sum
     assert route(_envelope(forger, 0, T0, "meter", {"p_kw": 1.0}), hdr, S) is None
+
+
+def test_a_batch_is_rekeyed_as_one_record_per_group_in_reading_order() -> None:
+    keys = [DeviceKey.generate() for _ in range(4)]
+    verified = _verifier(*keys)
+    batch = []
+    for seq in range(3):
+        for d, key in enumerate(keys):
+            kind, values = ("traffic", {"vehicles": seq + d}) if d == 3 else ("meter", {"p_kw": seq + d / 10})
+            district = {DISTRICT_HEADER: f"d{d % 2}".encode()}
+            batch.append((_envelope(key, seq, T0 + seq * Q, kind, values), district))
+    batch.append((b"not an envelope", {DISTRICT_HEADER: b"d0"}))
+    out = route_batch(batch, S, verified)
+    assert [k for k, _ in out] == [b"feeder/d0/meter", b"feeder/d1/meter", b"intersection/d1/traffic"]
+    members = {k: [(m.device, m.seq, m.x) for m in parse_members(v)] for k, v in out}
+    assert members[b"feeder/d0/meter"] == [(keys[d].device_id, seq, seq + d / 10)
+                                           for seq in range(3) for d in (0, 2)]
+    assert members[b"intersection/d1/traffic"] == [(keys[3].device_id, seq, seq + 3) for seq in range(3)]
+
+
+def test_a_big_group_is_split_into_bounded_records_that_add_up_like_one_member_each() -> None:
+    keys = [DeviceKey.generate() for _ in range(7)]
+    verified, district = _verifier(*keys), {DISTRICT_HEADER: b"d1"}
+    batch = [(_envelope(keys[d], seq, T0 + seq * Q, "meter", {"p_kw": 1.0 + d}), district)
+             for seq in range(300) for d in range(7)]
+    chunks = route_batch(batch, S, verified)
+    assert [len(parse_members(v)) for _k, v in chunks] == [MEMBERS_PER_RECORD, MEMBERS_PER_RECORD, 100]
+    with pytest.raises(ValidationError):
+        MemberBatch(members=parse_members(chunks[0][1]) + parse_members(chunks[2][1])[:1])
+    batched = aggregate_batch(chunks, lambda _k: None, S)
+    # One member per record, as workers before batching wrote them, gives the very same forecasts.
+    one_each = [(k, m.encode()) for k, v in chunks for m in parse_members(v)]
+    single = aggregate_batch(one_each, lambda _k: None, S)
+    assert batched.forecasts == single.forecasts and len(batched.forecasts) == 299
+    totals = [Forecast.decode(v).total for _k, v in batched.forecasts[:2]]
+    assert totals == [sum(1.0 + d for d in range(7))] * 2
 
 
 def test_an_interval_closes_once_every_member_reported_a_later_one_with_the_exact_sum() -> None:
