@@ -13,14 +13,15 @@ clock runs from its first polled record to the end of its last batch. The ratio 
 same run, so both sides see the same machine; so is readings per CPU-second of each process, which
 a machine shared with other work (load 5-8 on 2 cores when last run) disturbs less than wall time.
 
-Last measured (20,000 readings, 100 devices, 2026-12-07, machine otherwise idle): bare loop 1,128
-readings/s and 1,147 per CPU-s; worker 364/s (0.32) and 370 per CPU-s (0.32); the target of 0.8 is
-missed. A longer batch window (`batch_within_s` 1.0 instead of 0.2) changed nothing (0.34), so the
-size of the batches is not the cause. Where the worker's CPU goes (py-spy, steady state): the learn
-agent 25 % (encoding the sealed state alone 12 %), the regroup agent 15 % (one record sent per reading
-to the re-keyed topic, and each reading verified again), the stats agent 6 %, aiokafka's sender over
-TLS about 10 %, Faust's producer buffer, fetcher and stream drainers about 10 %. The next steps are one
-agent for the three that read the readings topic, and one re-keyed record per group per batch.
+Last measured (20,000 readings, 100 devices, 2026-12-07, machine otherwise idle): bare loop 1,177
+readings/s and 1,181 per CPU-s; worker 852/s (0.72) and 841 per CPU-s (0.71), mean batch 488; the target
+of 0.8 is still missed. Before, 0.26-0.32: three agents read the readings topic, the regroup agent sent
+one record per reading to the re-keyed topic, and every output went through Faust's `topic.send`
+(attached to the event, buffered until the commit). Now one agent does statistics, learning and
+re-keying, the re-keyed topic carries one record per group per batch, and outputs go to the producer
+as one Kafka batch per partition (`stream/outputs.py`). What is left (py-spy): Faust's fetcher, which
+waits on two futures per message (about 7 % of the worker's CPU), the changelog records through Faust's
+producer buffer (about 5 %), its stream drainer and conductor (about 6 %).
 
     PYTHONPATH=.dev .venv/bin/python -m benchmarks.stream_learning [--readings N] [--devices D]
 """
