@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.mqtt_tls import free_port
 from benchmarks.results import save
 from citygrid import kafka_clients
 from citygrid.devtools.local_kafka import as_principal
@@ -70,7 +70,7 @@ def settings(tag: str) -> CitygridSettings:
     """Isolated state, topics and app id."""
     base = as_principal(CitygridSettings(), "admin")  # the local broker's admin: the benchmark's harness
     return base.model_copy(update={
-        "metrics_port": _free_port(),
+        "metrics_port": free_port(),
         "paths": PathSettings.under(Path("/tmp") / f"citygrid-bench-{tag}", base.paths.cache_dir),
         "kafka": base.kafka.model_copy(update={
             "readings_topic": f"lb-{tag}", "stats_topic": f"lb-{tag}.stats", "stream_app_id": f"lb-{tag}",
@@ -78,12 +78,6 @@ def settings(tag: str) -> CitygridSettings:
             "orders_topic": f"lb-{tag}.orders", "trades_topic": f"lb-{tag}.trades"}),
         "stream": base.stream.model_copy(update={"state_key": secrets.token_hex(32)}),
     })
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def mean_batch(s: CitygridSettings) -> float:

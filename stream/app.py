@@ -18,7 +18,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import faust
 from faust.types import TP, ConsumerT
@@ -131,8 +130,6 @@ def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
     before it checkpoints its table: a crash in between re-emits outputs, never loses them.
     """
     fleet, live_states, lag = FleetView(), LiveStates(), LagWatch()
-    names = OutputNames(c.stats.get_topic_name(), c.forecasts.get_topic_name(), c.alerts.get_topic_name(),
-                        c.by_group.get_topic_name())
     metrics.start_domains(DOMAINS)
 
     @app.timer(LAG_REFRESH_S)
@@ -151,10 +148,10 @@ def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
             stats = stats_batch(records, c.stats_table.get, fleet.observe, verified)
             learned = learn_batch(records, c.models_table.get, s, live_states, c.checker.check)
             members = route_batch([(e.value, e.headers) for e in events], s, verified)
-            sending = [*await produce(app, names.stats, stats.records),
-                       *await produce(app, names.forecasts, learned.forecasts),
-                       *await produce(app, names.alerts, learned.alerts),
-                       *await produce(app, names.by_group, members)]
+            sending = [*await produce(app, c.stats, stats.records),
+                       *await produce(app, c.forecasts, learned.forecasts),
+                       *await produce(app, c.alerts, learned.alerts),
+                       *await produce(app, c.by_group, members)]
             for i, reason, error in learned.rejected:
                 await send_dead(c.learner_dead, "learner", events[i], reason, error)
             await asyncio.gather(*sending)
@@ -170,20 +167,11 @@ def add_agents(app: faust.App, c: Channels, s: StreamSettings) -> None:
     async def aggregate(stream: faust.Stream) -> None:
         async for events in _batches(stream, s):
             batch = aggregate_batch(_records(events), c.groups_table.get, s)
-            sending = await produce(app, names.forecasts, batch.forecasts)
+            sending = await produce(app, c.forecasts, batch.forecasts)
             for i, reason, error in batch.rejected:
                 await send_dead(c.aggregates_dead, "aggregates", events[i], reason, error)
             await asyncio.gather(*sending)
             c.groups_table.update(batch.states)
-
-
-class OutputNames(NamedTuple):
-    """The topics the agents produce to, by name (what `produce` takes)."""
-
-    stats: str
-    forecasts: str
-    alerts: str
-    by_group: str
 
 
 def _batches(stream: faust.Stream, s: StreamSettings) -> AsyncIterator[list[faust.EventT]]:

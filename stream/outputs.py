@@ -20,15 +20,16 @@ from aiokafka.partitioner import DefaultPartitioner
 _PLACE = DefaultPartitioner()
 
 
-async def produce(app: faust.App, topic: str, records: Sequence[tuple[bytes, bytes]]
+async def produce(app: faust.App, channel: faust.TopicT, records: Sequence[tuple[bytes, bytes]]
                   ) -> list[asyncio.Future[Any]]:
-    """Queue `records` (key, value) on `topic`, in order within each partition.
+    """Queue `records` (key, value) on the topic, in order within each partition.
 
     The futures resolve when the broker has acknowledged them; the agents await them before they
     checkpoint their tables, so a crash in between re-emits outputs and never loses them.
     """
     if not records:
         return []
+    topic = channel.get_topic_name()
     # Faust has no batch API of its own: its driver's aiokafka producer (faust-streaming is pinned).
     kafka = app.producer._ensure_producer()  # type: ignore[attr-defined]
     partitions = sorted(await kafka.partitions_for(topic))
